@@ -1,0 +1,326 @@
+"""The dry-run driver: the real engine, policies and templates on a virtual clock with an
+in-memory store. Core: no I/O beyond reading templates; time only moves when the simulator
+moves it.
+
+Everything that happens is put on one agenda ordered by (time, arrival order): the users'
+events, the timers the engine starts, and messages deferred by quiet hours. The simulator pops
+the earliest item, hands it to the same functions production uses (``route_event``,
+``advance``, ``apply_outcome``, ``outbox.prepare``) and records a timeline entry for each
+entry, message, skip, deferral and exit. Same input, same output: nothing depends on the
+wall clock, on hash seeds or on dict ordering beyond insertion.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+from .apply import apply_outcome
+from .effects import CancelTimer, Entered, Exited, Send, StartTimer
+from .engine import Event, Run, TimerFired, advance, route_event
+from .machine import Machine
+from .outbox import prepare
+from .policies import Sent
+from .render import Renderer
+
+_UTC = timezone.utc
+
+
+@dataclass(slots=True)
+class Entry:
+    """One line of a user's timeline."""
+
+    user: str
+    at: datetime
+    action: str  # enter | send | skip | defer | exit
+    step: str | None
+    channel: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    segments: int | None = None
+    variant: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    until: datetime | None = None
+    holdout: bool | None = None
+    converted: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "user": self.user,
+            "at": iso(self.at),
+            "action": self.action,
+            "step": self.step,
+        }
+        for key in ("channel", "subject", "body", "segments", "variant", "reason", "detail"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.until is not None:
+            out["until"] = iso(self.until)
+        if self.holdout is not None:
+            out["holdout"] = self.holdout
+        if self.converted is not None:
+            out["converted"] = self.converted
+        return out
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Summary:
+    users: int = 0
+    entered: int = 0
+    restarted: int = 0
+    held_out: int = 0
+    sent: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    skipped: Counter[str] = field(default_factory=Counter)
+    deferred: int = 0
+    exited: Counter[str] = field(default_factory=Counter)
+    converted: int = 0
+    converted_held_out: int = 0
+    variants: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    in_progress: int = 0
+    steps_applied: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "entered": self.entered,
+            "restarted": self.restarted,
+            "held_out": self.held_out,
+            "sent": {step: dict(sorted(c.items())) for step, c in sorted(self.sent.items())},
+            "sent_total": sum(sum(c.values()) for c in self.sent.values()),
+            "skipped": dict(sorted(self.skipped.items())),
+            "deferred": self.deferred,
+            "exited": dict(sorted(self.exited.items())),
+            "converted": self.converted,
+            "converted_held_out": self.converted_held_out,
+            "variants": {s: dict(sorted(c.items())) for s, c in sorted(self.variants.items())},
+            "in_progress": self.in_progress,
+        }
+
+
+@dataclass
+class Result:
+    machine: Machine
+    start: datetime
+    until: datetime
+    timeline: list[Entry]
+    summary: Summary
+    users: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "journey": self.machine.journey,
+            "version": self.machine.version,
+            "start": iso(self.start),
+            "until": iso(self.until),
+            "timeline": [e.to_dict() for e in self.timeline],
+            "summary": self.summary.to_dict(),
+        }
+
+
+# Agenda item kinds, in the order they run when due at the same instant.
+_EVENT, _TIMER, _MESSAGE = 0, 1, 2
+
+
+class Simulator:
+    """Plays one journey for many users. Implements :class:`apply.EffectSink` in memory."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        renderer: Renderer,
+        users: Iterable[Mapping[str, Any]],
+        *,
+        keep_bodies: bool = True,
+        keep_timeline: bool = True,
+        preview_chars: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.machine = machine
+        self.renderer = renderer
+        self.profiles: dict[str, dict[str, Any]] = {str(u["id"]): dict(u) for u in users}
+        self.keep_bodies = keep_bodies
+        self.keep_timeline = keep_timeline
+        self.preview_chars = preview_chars
+        self.on_progress = on_progress
+        self.runs: dict[str, Run] = {}
+        self.active: dict[str, list[str]] = defaultdict(list)
+        self.history: dict[str, list[Sent]] = defaultdict(list)
+        self.timeline: list[Entry] = []
+        self.summary = Summary(users=len(self.profiles))
+        self._agenda: list[tuple[datetime, int, int, Any]] = []
+        self._seq = 0
+        self._run_counter = 0
+        self.steps_handled = 0  # agenda items: events, timers and deferred messages
+        self._now = datetime.min.replace(tzinfo=_UTC)
+
+    # -- the agenda -------------------------------------------------------------------------
+    def _push(self, at: datetime, kind: int, item: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._agenda, (at, kind, self._seq, item))
+
+    def run(self, events: Iterable[Event], start: datetime, until: datetime) -> Result:
+        self._now = start
+        for ev in events:
+            self._push(max(ev.at, start), _EVENT, ev)
+        processed = 0
+        while self._agenda and self._agenda[0][0] <= until:
+            at, kind, _, item = heapq.heappop(self._agenda)
+            self._now = at
+            self.steps_handled += 1
+            if kind == _EVENT:
+                self._on_event(item)
+                processed += 1
+                if self.on_progress and processed % 1000 == 0:
+                    self.on_progress(processed)
+            elif kind == _TIMER:
+                self._on_timer(item)
+            else:
+                self._deliver(*item)
+        if self.on_progress:
+            self.on_progress(processed)
+        self.summary.in_progress = sum(1 for r in self.runs.values() if not r.finished)
+        return Result(self.machine, start, until, self.timeline, self.summary, self.profiles)
+
+    def _on_event(self, ev: Event) -> None:
+        profile = self.profiles.get(ev.user_id)
+        if profile is None:
+            return
+        runs = [self.runs[r] for r in self.active.get(ev.user_id, ())]
+        self._run_counter += 1
+        new_id = f"{self.machine.journey}:{ev.user_id}:{self._run_counter}"
+        for outcome in route_event(self.machine, runs, profile, ev, self._now, new_id):
+            self.summary.steps_applied += 1
+            apply_outcome(self, outcome, self._now)
+
+    def _on_timer(self, timer: TimerFired) -> None:
+        run = self.runs.get(timer.run_id)
+        if run is None:
+            return
+        outcome = advance(self.machine, run, timer, self.profiles[run.user_id], self._now)
+        if outcome.effects:
+            self.summary.steps_applied += 1
+        apply_outcome(self, outcome, self._now)
+
+    # -- EffectSink -------------------------------------------------------------------------
+    def save_run(self, run: Run) -> None:
+        self.runs[run.run_id] = run
+        active = self.active[run.user_id]
+        if run.finished:
+            if run.run_id in active:
+                active.remove(run.run_id)
+        elif run.run_id not in active:
+            active.append(run.run_id)
+
+    def schedule_timer(self, run: Run, timer: StartTimer) -> None:
+        self._push(timer.fire_at, _TIMER, TimerFired(timer.run_id, timer.generation))
+
+    def cancel_timer(self, run: Run, timer: CancelTimer) -> None:
+        """Stale timers are no-ops in the engine; the agenda simply lets them fire."""
+
+    def update_profile(self, user_id: str, changes: Mapping[str, Any]) -> None:
+        self.profiles[user_id].update(changes)
+
+    def record_entry(self, run: Run, entered: Entered, now: datetime) -> None:
+        self.summary.entered += 1
+        if entered.restarted:
+            self.summary.restarted += 1
+        if entered.holdout:
+            self.summary.held_out += 1
+        self._log(
+            Entry(
+                run.user_id,
+                now,
+                "enter",
+                entered.step,
+                reason="restarted" if entered.restarted else None,
+                holdout=True if entered.holdout else None,
+            )
+        )
+
+    def record_exit(self, run: Run, exited: Exited, now: datetime) -> None:
+        self.summary.exited[exited.reason] += 1
+        if exited.converted:
+            self.summary.converted += 1
+            if run.holdout:
+                self.summary.converted_held_out += 1
+        for step, variant in run.variants:
+            self.summary.variants[step][variant] += 1
+        self._log(
+            Entry(
+                run.user_id,
+                now,
+                "exit",
+                exited.step,
+                reason=exited.reason,
+                converted=exited.converted,
+            )
+        )
+
+    def queue_message(self, run: Run, send: Send, now: datetime) -> None:
+        self._deliver(run.run_id, send)
+
+    # -- the outbox -------------------------------------------------------------------------
+    def _deliver(self, run_id: str, send: Send) -> None:
+        run = self.runs[run_id]
+        history = self.history[run.user_id]
+        p = prepare(
+            self.machine, send, run, self.profiles[run.user_id], history, self._now, self.renderer
+        )
+        if p.action == "defer":
+            assert p.until is not None
+            self.summary.deferred += 1
+            self._push(p.until, _MESSAGE, (run_id, send))
+            self._log(
+                Entry(run.user_id, self._now, "defer", send.step, reason=p.reason,
+                      until=p.until, variant=send.variant)
+            )
+            return
+        if p.action == "skip":
+            self.summary.skipped[p.reason or "unknown"] += 1
+            self._log(
+                Entry(run.user_id, self._now, "skip", send.step, channel=p.channel,
+                      reason=p.reason, detail=p.detail, variant=send.variant)
+            )
+            return
+        assert p.channel is not None and p.message is not None
+        history.append(Sent(p.channel, self._now))
+        self.summary.sent[send.step][p.channel] += 1
+        if not self.keep_timeline:
+            return
+        body = p.message.body if self.keep_bodies else None
+        if body is not None and self.preview_chars is not None and len(body) > self.preview_chars:
+            body = body[: self.preview_chars - 1] + "…"
+        self._log(
+            Entry(
+                run.user_id,
+                self._now,
+                "send",
+                send.step,
+                channel=p.channel,
+                subject=p.message.subject if self.keep_bodies else None,
+                body=body,
+                segments=p.message.segments,
+                variant=send.variant,
+                detail=p.detail,
+            )
+        )
+
+    def _log(self, entry: Entry) -> None:
+        if self.keep_timeline:
+            self.timeline.append(entry)
+
+
+def default_events(
+    machine: Machine, users: Iterable[Mapping[str, Any]], start: datetime, example: Mapping[str, Any]
+) -> list[Event]:
+    """Every user fires the journey's trigger at ``start`` with the catalog's example."""
+    return [Event(str(u["id"]), machine.trigger_event, start, dict(example)) for u in users]
