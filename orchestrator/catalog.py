@@ -104,3 +104,37 @@ def load_catalog(path: str | Path) -> Catalog:
         ) from None
     except Exception as exc:  # noqa: BLE001 - never a traceback for bad input
         raise JourneyError(f"cannot read catalog: {exc}", Location(str(path))) from None
+
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "list": (list, tuple),
+    "object": (dict,),
+    "datetime": (str,),
+}
+
+
+def event_problems(catalog: Catalog, name: str, properties: Any) -> list[tuple[str, str]]:
+    """What is wrong with an incoming event's properties, as (field, message) pairs. An event
+    the catalog does not know is accepted as it is (no journey can use it yet)."""
+    if not isinstance(properties, dict):
+        return [("properties", "must be an object")]
+    d = catalog.events.get(name)
+    if d is None:
+        return []
+    problems = []
+    for key, attr in d.properties.items():
+        if key not in properties or properties[key] is None:
+            problems.append((f"properties.{key}", f"missing: '{name}' events carry '{key}' ({attr.type})"))
+            continue
+        value = properties[key]
+        allowed = _PY_TYPES.get(attr.type)
+        bad_bool = isinstance(value, bool) and attr.type in ("number", "integer")
+        if allowed is not None and (bad_bool or not isinstance(value, allowed)):
+            problems.append(
+                (f"properties.{key}", f"expected {attr.type}, got {type(value).__name__} {value!r:.40}")
+            )
+    return problems

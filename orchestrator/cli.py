@@ -289,6 +289,13 @@ def schema(out: str | None) -> None:
         click.echo(text, nl=False)
 
 
+def _register_runtime_commands() -> None:
+    from . import cli_runtime  # noqa: F401 - registers db, deploy, scheduler, serve
+
+
+_register_runtime_commands()
+
+
 def main() -> None:
     """Entry point: every expected failure is one line on stderr, never a traceback."""
     try:

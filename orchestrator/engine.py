@@ -147,8 +147,11 @@ def route_event(
     event: Event,
     now: datetime,
     new_run_id: str,
+    allow_entry: bool = True,
 ) -> list[Outcome]:
-    """Everything ``event`` does to this journey for one user (see rule 1)."""
+    """Everything ``event`` does to this journey for one user (see rule 1). With
+    ``allow_entry=False`` the event can move, end or restart ``active_runs`` but never starts a
+    new run (production routes runs pinned to an older version of the journey this way)."""
     user = user_view(machine, profile)
     outcomes: list[Outcome] = []
     still_active: list[Run] = []
@@ -172,6 +175,8 @@ def route_event(
             earlier = list(prior.effects) if prior else []
             by_run[run.run_id] = _restart(machine, run, user, event, now, earlier)
         return list(by_run.values())
+    if not allow_entry:
+        return outcomes
     outcomes.append(_enter(machine, user, event, now, new_run_id))
     return outcomes
 

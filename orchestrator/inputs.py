@@ -77,6 +77,10 @@ def _records(path: Path) -> list[tuple[int, Any]]:
     return [(positions[i] if i < len(positions) else 0, item) for i, item in enumerate(data)]
 
 
+# Spreadsheets write booleans as TRUE/FALSE, people as yes/no: all mean the same.
+_CSV_BOOLEANS = {"true": True, "false": False, "yes": True, "no": False}
+
+
 def _csv_value(key: str, value: str | None) -> Any:
     if value is None or value == "":
         return [] if key in LIST_FIELDS else None
@@ -84,8 +88,9 @@ def _csv_value(key: str, value: str | None) -> Any:
         return [v.strip() for v in value.split(";") if v.strip()]
     if key in TEXT_FIELDS:
         return value
-    if value in ("true", "false"):
-        return value == "true"
+    lowered = value.strip().lower()
+    if lowered in _CSV_BOOLEANS:
+        return _CSV_BOOLEANS[lowered]
     for cast in (int, float):
         try:
             return cast(value)

@@ -126,6 +126,12 @@ class Machine:
     description: str | None = None
     version: str = ""
 
+    def listens_to(self) -> frozenset[str]:
+        """Every event name that can change a run of this machine or start one."""
+        names = {self.trigger_event, *(m.event for m in self.goals), *(m.event for m in self.exits)}
+        names.update(s.event for s in self.states.values() if isinstance(s, WaitForState))
+        return frozenset(names)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["states"] = {k: asdict(v) for k, v in self.states.items()}

@@ -368,3 +368,10 @@ def test_sample_users_consent_flags_are_real_booleans() -> None:
     assert all(v is None or isinstance(v, bool) for v in flags.values()), flags
     assert {uid for uid, v in flags.items() if v is True} == {"u-ana", "u-bruno", "u-dev", "u-gus", "u-ivan"}
     assert flags["u-jo"] is False
+
+
+def test_csv_booleans_as_spreadsheets_write_them(tmp_path: Path) -> None:
+    text = "id,sms_opt_in,vip,beta\nu-1,TRUE,No,yes\nu-2,False,YES,maybe\n"
+    u1, u2 = read_users(_write(tmp_path, "u.csv", text))
+    assert (u1["sms_opt_in"], u1["vip"], u1["beta"]) == (True, False, True)
+    assert (u2["sms_opt_in"], u2["vip"], u2["beta"]) == (False, True, "maybe")

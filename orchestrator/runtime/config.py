@@ -1,0 +1,74 @@
+"""Configuration from environment variables. Shell. Documented in docs/operations.md.
+
+=======================  ================================================================
+``DATABASE_URL``         SQLAlchemy URL; default ``sqlite:///journey.db`` (local use only).
+                         ``postgresql://...`` is rewritten to use the psycopg 3 driver.
+``BROKER_URL``           Celery broker; default ``redis://127.0.0.1:6379/0``.
+``JOURNEY_API_KEYS``     comma-separated keys accepted by the ingest API for writes.
+``JOURNEY_PROJECT``      folder holding journeys/, templates/ and catalog.yaml.
+``JOURNEY_CHANNELS``     which adapter sends each channel, e.g. ``email=file,sms=file,push=file``
+                         (default: every channel to ``console``).
+``JOURNEY_QUEUE``        Celery queue name; default ``journey``.
+``JOURNEY_LEASE``        seconds before work claimed by a dead process is handed out again
+                         (default 60).
+``JOURNEY_TICK``         seconds between timer pump ticks (default 1).
+``JOURNEY_BATCH``        users / timers / messages per task (default 200).
+``JOURNEY_LINKS_BASE``   public base URL for unsubscribe links.
+=======================  ================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _normalize_db_url(url: str) -> str:
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _channels(spec: str) -> dict[str, str]:
+    out = {"email": "console", "sms": "console", "push": "console"}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, adapter = part.partition("=")
+        if not sep or not name.strip() or not adapter.strip():
+            raise ValueError(
+                f"JOURNEY_CHANNELS: '{part}' should look like channel=adapter, e.g. email=file"
+            )
+        out[name.strip()] = adapter.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///journey.db"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    api_keys: frozenset[str] = frozenset()
+    project: str | None = None
+    channels: dict[str, str] = field(default_factory=lambda: _channels(""))
+    queue: str = "journey"
+    lease: float = 60.0
+    tick: float = 1.0
+    batch: int = 200
+    links_base: str = "http://127.0.0.1:8000"
+    max_attempts: int = 5
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        e = dict(os.environ if env is None else env)
+        return cls(
+            database_url=_normalize_db_url(e.get("DATABASE_URL", cls.database_url)),
+            broker_url=e.get("BROKER_URL", cls.broker_url),
+            api_keys=frozenset(k.strip() for k in e.get("JOURNEY_API_KEYS", "").split(",") if k.strip()),
+            project=e.get("JOURNEY_PROJECT") or None,
+            channels=_channels(e.get("JOURNEY_CHANNELS", "")),
+            queue=e.get("JOURNEY_QUEUE", cls.queue),
+            lease=float(e.get("JOURNEY_LEASE", cls.lease)),
+            tick=float(e.get("JOURNEY_TICK", cls.tick)),
+            batch=int(e.get("JOURNEY_BATCH", cls.batch)),
+            links_base=e.get("JOURNEY_LINKS_BASE", cls.links_base).rstrip("/"),
+            max_attempts=int(e.get("JOURNEY_MAX_ATTEMPTS", cls.max_attempts)),
+        )

@@ -1,0 +1,68 @@
+"""Everything a process of the runtime holds: settings, database engine, journey registry,
+template renderer, channel router and the clock. Shell. One per process (created lazily in
+Celery workers, after the fork)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+from sqlalchemy import Engine
+
+from ..project import Project
+from ..render import Renderer
+from ..store.database import make_engine
+from .config import Settings
+from .journeys import JourneyRegistry, deploy
+from .sending import ChannelRouter, SendReport, send_messages
+from .work import Done, fire_timers, process_users
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    project: Project
+    registry: JourneyRegistry
+    renderer: Renderer
+    router: ChannelRouter
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    @classmethod
+    def create(cls, settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow,
+               router: ChannelRouter | None = None) -> "Runtime":
+        settings = settings or Settings.from_env()
+        engine = make_engine(settings.database_url)
+        project = Project.find(settings.project)
+        return cls(settings, engine, project, JourneyRegistry(engine), Renderer(project.templates_dir),
+                   router or ChannelRouter(settings.channels), clock)
+
+    def deploy(self) -> list[object]:
+        with self.engine.begin() as conn:
+            out = deploy(conn, self.project, self.clock())
+        self.registry.forget_current()
+        return list(out)
+
+    # The three kinds of work. Each sends, right away, the messages its batch queued.
+    def process_users(self, user_ids: Sequence[str]) -> Done:
+        done = process_users(self.engine, self.registry, user_ids, self.clock())
+        if done.messages:
+            self.send_messages(done.messages)
+        return done
+
+    def fire_timers(self, timer_ids: Sequence[int]) -> Done:
+        done = fire_timers(self.engine, self.registry, timer_ids, self.clock())
+        if done.messages:
+            self.send_messages(done.messages)
+        return done
+
+    def send_messages(self, outbox_ids: Sequence[int]) -> SendReport:
+        s = self.settings
+        return send_messages(self.engine, self.registry, self.renderer, self.router, outbox_ids,
+                             self.clock(), lease=s.lease, max_attempts=s.max_attempts,
+                             links_base=s.links_base)
