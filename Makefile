@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test validate bench clean
+.PHONY: demo test validate bench setup clean
 
 $(BIN)/journey: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(BIN)/journey
 ## Compile every journey and report every mistake.
 validate: $(BIN)/journey
 	$(BIN)/journey validate
+
+## Set up for running the service (adds honcho and Flower).
+setup: $(BIN)/journey
+	$(BIN)/pip install --quiet -e '.[ops]'
 
 bench: $(BIN)/journey
 	$(BIN)/python bench/dry_run.py

@@ -15,8 +15,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal, Sequence
 from zoneinfo import ZoneInfo
 
@@ -36,6 +37,34 @@ MAX_BATCH = 1000
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
+def _storable(value: Any) -> Any:
+    """Reject what the stores cannot hold (a client error, not a 500): NUL characters (not in
+    PostgreSQL text or JSONB) and NaN or infinite numbers (not JSON)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str) and "\x00" in v:
+            raise ValueError("contains a NUL character (\\u0000), which cannot be stored")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("contains NaN or an infinite number, which is not JSON")
+        if isinstance(v, dict):
+            stack += [*v.keys(), *v.values()]
+        elif isinstance(v, list):
+            stack += v
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(min_length=1, max_length=200)
@@ -43,6 +72,21 @@ class EventIn(BaseModel):
     at: AwareDatetime | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
     event_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("user_id", "name", "properties", "event_id")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        return _storable(v)
+
+    @field_validator("at")
+    @classmethod
+    def _in_range(cls, v: datetime | None) -> datetime | None:
+        if v is not None:
+            try:
+                v.astimezone(timezone.utc)
+            except OverflowError:
+                raise ValueError("out of range once converted to UTC") from None
+        return v
 
 
 class ProfileIn(BaseModel):
@@ -54,6 +98,11 @@ class ProfileIn(BaseModel):
     locale: str | None = Field(default=None, max_length=35)
     attributes: dict[str, Any] | None = None
     consent: dict[Literal["email", "sms", "push"], Literal["subscribed", "opted_in", "unsubscribed", "bounced", "spam"]] = Field(default_factory=dict)
+
+    @field_validator("email", "push_tokens", "locale", "attributes")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        return _storable(v)
 
     @field_validator("email")
     @classmethod
@@ -129,8 +178,8 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher, catalog: Catalog | None
     @app.post("/v1/events", status_code=202, dependencies=[Depends(api_key)])
     async def post_events(request: Request) -> JSONResponse:
         try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(await request.body(), parse_constant=_not_json, parse_float=_finite)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _invalid([{"field": "body", "message": "not valid JSON"}], 400)
         prefix, single = "", False
         if isinstance(body, dict) and "events" in body:
@@ -167,18 +216,19 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher, catalog: Catalog | None
             status_code=202,
         )
 
-    @app.put("/v1/profiles/{user_id}", dependencies=[Depends(api_key)])
+    # ":path": a user id may contain "/" (it arrives percent-encoded, decoded before routing).
+    @app.put("/v1/profiles/{user_id:path}", dependencies=[Depends(api_key)])
     def put_profile_route(user_id: str, profile: ProfileIn) -> JSONResponse:
-        if not 0 < len(user_id) <= 200:
-            return _invalid([{"field": "user_id", "message": "1 to 200 characters"}])
+        if not 0 < len(user_id) <= 200 or "\x00" in user_id:
+            return _invalid([{"field": "user_id", "message": "1 to 200 characters, no NUL"}])
         contact = profile.model_dump(include={"email", "phone", "push_tokens", "timezone", "locale"}, exclude_unset=True)
         put_profile(runtime.engine, user_id, runtime.clock(), contact=contact,
                     attributes=profile.attributes, consent=dict(profile.consent))
         return JSONResponse(get_profile(runtime.engine, user_id))
 
-    @app.get("/v1/profiles/{user_id}", dependencies=[Depends(api_key)])
+    @app.get("/v1/profiles/{user_id:path}", dependencies=[Depends(api_key)])
     def get_profile_route(user_id: str) -> JSONResponse:
-        found = get_profile(runtime.engine, user_id)
+        found = get_profile(runtime.engine, user_id) if "\x00" not in user_id else None
         if found is None:
             raise HTTPException(404, f"no profile '{user_id}'")
         return JSONResponse(found)

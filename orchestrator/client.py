@@ -18,8 +18,14 @@ import time
 import uuid
 from datetime import datetime
 from typing import Any, Iterable, Mapping
+from urllib.parse import quote
 
 import httpx
+
+
+def _profile_path(user_id: str) -> str:
+    # Percent-encode everything: "a?b" or "a#b" must not address the profile "a".
+    return "/v1/profiles/" + quote(user_id, safe="")
 
 
 class ApiError(Exception):
@@ -64,10 +70,10 @@ class JourneyClient:
         return self._call("POST", "/v1/events", {"events": batch})
 
     def put_profile(self, user_id: str, **fields: Any) -> dict[str, Any]:
-        return self._call("PUT", f"/v1/profiles/{user_id}", fields)
+        return self._call("PUT", _profile_path(user_id), fields)
 
     def get_profile(self, user_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/profiles/{user_id}", None)
+        return self._call("GET", _profile_path(user_id), None)
 
     def _call(self, method: str, path: str, body: Any) -> dict[str, Any]:
         for attempt in range(self.retries + 1):

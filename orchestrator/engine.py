@@ -148,11 +148,15 @@ def route_event(
     now: datetime,
     new_run_id: str,
     allow_entry: bool = True,
+    *,
+    view: Mapping[str, Any] | None = None,
 ) -> list[Outcome]:
     """Everything ``event`` does to this journey for one user (see rule 1). With
     ``allow_entry=False`` the event can move, end or restart ``active_runs`` but never starts a
-    new run (production routes runs pinned to an older version of the journey this way)."""
-    user = user_view(machine, profile)
+    new run (production routes runs pinned to an older version of the journey this way).
+    ``view``: ``user_view(machine, profile)`` if the caller already has it (the dry-run keeps
+    one per profile until the profile changes); computed here otherwise."""
+    user = view if view is not None else user_view(machine, profile)
     outcomes: list[Outcome] = []
     still_active: list[Run] = []
     for run in active_runs:
@@ -242,11 +246,14 @@ def advance(
     stimulus: Event | TimerFired,
     profile: Mapping[str, Any],
     now: datetime,
+    *,
+    view: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """Apply one event or timer to one run. Unrelated or stale stimuli return no effects."""
+    """Apply one event or timer to one run. Unrelated or stale stimuli return no effects.
+    ``view`` as in :func:`route_event`."""
     if run.finished:
         return Outcome(run, ())
-    user = user_view(machine, profile)
+    user = view if view is not None else user_view(machine, profile)
     if isinstance(stimulus, TimerFired):
         return _on_timer(machine, run, stimulus, user, now)
     out = _on_event(machine, run, user, stimulus, now)

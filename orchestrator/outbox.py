@@ -65,12 +65,16 @@ def prepare(
     now: datetime,
     renderer: Renderer,
     links_base: str = "https://example.invalid",
+    *,
+    view: Mapping[str, Any] | None = None,
 ) -> Prepared:
+    """Decide and render ``send`` for ``run`` now. ``view``: ``user_view(machine, profile)``
+    if the caller already has it (the dry-run caches it per profile)."""
     if send.generation < run.started_generation:
         # Queued (e.g. held by quiet hours) before a newer trigger restarted the run: the
         # restarted run sends its own message, so this one would be a duplicate.
         return Prepared("skip", reason="restarted", detail="a newer trigger restarted the run")
-    user = user_view(machine, profile)
+    user = view if view is not None else user_view(machine, profile)
     ended = run.exit_reason if run.finished else None
     decision = decide(
         machine.delivery, send.channels, send.prefer_user, user, history, now, ended

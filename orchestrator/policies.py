@@ -22,11 +22,12 @@ Decided at send time, in this order, identically in the dry-run and in productio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 from .durations import format_duration
-from .localtime import in_window, next_local_time, parse_hhmm, zone
+from .localtime import parse_hhmm, window_end, zone
 from .machine import Cap, Delivery
 
 CONTACT_FIELD = {"email": "email", "sms": "phone", "push": "push_tokens"}
@@ -99,11 +100,15 @@ def quiet_until(delivery: Delivery, user: Mapping[str, Any], now: datetime) -> d
     """When the user's quiet hours end, if ``now`` is inside them."""
     if not delivery.quiet_hours:
         return None
-    start, end = (parse_hhmm(t) for t in delivery.quiet_hours)
-    tz = zone(user.get("timezone"), delivery.timezone)
-    if not in_window(now, start, end, tz):
-        return None
-    return next_local_time(now, end, tz)
+    start, end = _clock_window(delivery.quiet_hours)
+    return window_end(now, start, end, zone(user.get("timezone"), delivery.timezone))
+
+
+@lru_cache(maxsize=64)
+def _clock_window(quiet_hours: tuple[str, str]) -> tuple[time, time]:
+    """``("21:00", "08:00")`` parsed; cached on the (immutable) pair of strings."""
+    start, end = quiet_hours
+    return parse_hhmm(start), parse_hhmm(end)
 
 
 def capped(caps: Iterable[Cap], channel: str, history: Sequence[Sent], now: datetime) -> Cap | None:

@@ -12,15 +12,17 @@ wall clock, on hash seeds or on dict ordering beyond insertion.
 
 from __future__ import annotations
 
+import gc
 import heapq
+from contextlib import contextmanager
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .apply import apply_outcome
 from .effects import CancelTimer, Entered, Exited, Send, StartTimer
-from .engine import Event, Run, TimerFired, advance, route_event
+from .engine import Event, Run, TimerFired, advance, route_event, user_view
 from .machine import Machine
 from .outbox import prepare
 from .policies import Sent
@@ -147,6 +149,8 @@ class Simulator:
         self.machine = machine
         self.renderer = renderer
         self.profiles: dict[str, dict[str, Any]] = {str(u["id"]): dict(u) for u in users}
+        # user_view(profile) per user, built on first use and dropped by update_profile.
+        self._views: dict[str, dict[str, Any]] = {}
         self.keep_bodies = keep_bodies
         self.keep_timeline = keep_timeline
         self.preview_chars = preview_chars
@@ -168,6 +172,10 @@ class Simulator:
         heapq.heappush(self._agenda, (at, kind, self._seq, item))
 
     def run(self, events: Iterable[Event], start: datetime, until: datetime) -> Result:
+        with _gc_tuned_for_bulk():
+            return self._run(events, start, until)
+
+    def _run(self, events: Iterable[Event], start: datetime, until: datetime) -> Result:
         self._now = start
         for ev in events:
             self._push(max(ev.at, start), _EVENT, ev)
@@ -197,7 +205,8 @@ class Simulator:
         runs = [self.runs[r] for r in self.active.get(ev.user_id, ())]
         self._run_counter += 1
         new_id = f"{self.machine.journey}:{ev.user_id}:{self._run_counter}"
-        for outcome in route_event(self.machine, runs, profile, ev, self._now, new_id):
+        view = self._view(ev.user_id)
+        for outcome in route_event(self.machine, runs, profile, ev, self._now, new_id, view=view):
             self.summary.steps_applied += 1
             apply_outcome(self, outcome, self._now)
 
@@ -205,7 +214,9 @@ class Simulator:
         run = self.runs.get(timer.run_id)
         if run is None:
             return
-        outcome = advance(self.machine, run, timer, self.profiles[run.user_id], self._now)
+        outcome = advance(
+            self.machine, run, timer, self.profiles[run.user_id], self._now, view=self._view(run.user_id)
+        )
         if outcome.effects:
             self.summary.steps_applied += 1
         apply_outcome(self, outcome, self._now)
@@ -228,6 +239,21 @@ class Simulator:
 
     def update_profile(self, user_id: str, changes: Mapping[str, Any]) -> None:
         self.profiles[user_id].update(changes)
+        self._views.pop(user_id, None)
+
+    def _view(self, user_id: str) -> dict[str, Any]:
+        """``user_view(machine, profile)`` for ``user_id``, built once per profile state.
+
+        Safe to share: the simulator owns ``self.profiles`` and changes one only in
+        :meth:`update_profile`, which drops its view; nothing else mutates a view (the engine
+        copies it before applying its own profile update, and conditions and templates run in
+        an immutable sandbox), so a new view is built for every profile state and an old one
+        never changes under a message context that holds it.
+        """
+        view = self._views.get(user_id)
+        if view is None:
+            view = self._views[user_id] = user_view(self.machine, self.profiles[user_id])
+        return view
 
     def record_entry(self, run: Run, entered: Entered, now: datetime) -> None:
         self.summary.entered += 1
@@ -273,7 +299,14 @@ class Simulator:
         run = self.runs[run_id]
         history = self.history[run.user_id]
         p = prepare(
-            self.machine, send, run, self.profiles[run.user_id], history, self._now, self.renderer
+            self.machine,
+            send,
+            run,
+            self.profiles[run.user_id],
+            history,
+            self._now,
+            self.renderer,
+            view=self._view(run.user_id),
         )
         if p.action == "defer":
             assert p.until is not None
@@ -317,6 +350,33 @@ class Simulator:
     def _log(self, entry: Entry) -> None:
         if self.keep_timeline:
             self.timeline.append(entry)
+
+
+@contextmanager
+def _gc_tuned_for_bulk() -> Iterator[None]:
+    """Cheaper garbage collection while a dry-run builds its (large, long-lived) timeline.
+
+    The run allocates millions of objects that live to its end (timeline entries, runs,
+    message contexts) and almost no reference cycles, so CPython's default settings spend much
+    of the time re-scanning them in ever larger full collections. Meanwhile: objects from
+    before the run are frozen out of collection (unless the caller froze objects already,
+    which we must not unfreeze), young collections run less often, and full collections are
+    skipped; cycles still die in young collections. The previous state is restored after.
+    """
+    thresholds = gc.get_threshold()
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    gc.set_threshold(_GC_YOUNG, _GC_MIDDLE, _GC_FULL)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        if freeze:
+            gc.unfreeze()
+
+
+_GC_YOUNG, _GC_MIDDLE, _GC_FULL = 50_000, 20, 1_000_000
 
 
 def default_events(

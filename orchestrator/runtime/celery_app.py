@@ -66,7 +66,7 @@ def _deploy_on_start(**_: Any) -> None:
         log.info("journeys deployed: %s", deployed)
 
 
-RETRY = dict(autoretry_for=(OperationalError, DBAPIError), retry_backoff=1, retry_backoff_max=30,
+RETRY = dict(autoretry_for=(OperationalError, DBAPIError), retry_backoff=1, retry_backoff_max=5,
              max_retries=5, retry_jitter=True)
 
 

@@ -46,8 +46,9 @@ def store_events(engine: Engine, batch: Sequence[IncomingEvent], now: datetime) 
     with engine.begin() as conn:
         before = set(conn.execute(select(events.c.event_id).where(events.c.event_id.in_(ids))).scalars())
         ensure_profiles(conn, (r["user_id"] for r in rows), now)
-        upsert_ignore(conn, events, [r for r in rows if r["event_id"] not in before], ["event_id"])
-    new = [r for r in rows if r["event_id"] not in before]
+        # An id repeated inside the batch is stored once, by its first occurrence.
+        new = list({r["event_id"]: r for r in reversed(rows) if r["event_id"] not in before}.values())[::-1]
+        upsert_ignore(conn, events, new, ["event_id"])
     return Stored(tuple(ids), tuple(r["event_id"] for r in new), tuple(sorted({r["user_id"] for r in new})))
 
 

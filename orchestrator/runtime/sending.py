@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from channels.base import Channel, OutboundMessage, Rejected, Retryable, load_channel
 
@@ -85,6 +85,7 @@ def send_messages(
     if not ids:
         return result
     calls: list[tuple[int, int, OutboundMessage, dict[str, Any]]] = []
+    notes: list[dict[str, Any]] = []  # activity rows, written with one statement per transaction
     with engine.begin() as conn:
         users = conn.execute(
             select(outbox.c.user_id).where(outbox.c.id.in_(ids), outbox.c.status.in_(("pending", "sending")))
@@ -98,6 +99,9 @@ def send_messages(
             return result
         runs = load_runs(conn, (r["run_id"] for r in rows))
         history = load_history(conn, views, now - HISTORY)
+        # Ledger rows already written for any channel these messages may go to (one query).
+        priors = _ledger_rows(conn, [_key(r, c) for r in rows if r["status"] == "pending" for c in r["channels"]])
+        to_send: list[tuple[dict[str, Any], Any, str, int | None]] = []
         for row in rows:
             if row["status"] == "sending":
                 if row["claimed_at"] is not None and row["claimed_at"] > now - timedelta(seconds=lease):
@@ -118,37 +122,53 @@ def send_messages(
                 assert p.until is not None
                 conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
                     status="pending", due_at=p.until, claimed_at=None, reason=p.reason, updated_at=now))
-                _activity(conn, row, now, "defer", None, p.reason, f"until {p.until.isoformat()}")
+                notes.append(_note(row, now, "defer", None, p.reason, f"until {p.until.isoformat()}"))
                 result.deferred += 1
                 continue
             if p.action == "skip":
                 conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
                     status="skipped", channel=p.channel, reason=p.reason, detail=p.detail, updated_at=now))
-                _activity(conn, row, now, "skip", p.channel, p.reason, p.detail)
+                notes.append(_note(row, now, "skip", p.channel, p.reason, p.detail))
                 result.skipped += 1
                 continue
             assert p.channel is not None and p.message is not None
-            key = f"{row['run_id']}:{row['step']}:{row['generation']}:{p.channel}"
-            prior = conn.execute(select(deliveries.c.id, deliveries.c.status).where(deliveries.c.key == key)).first()
-            if prior is not None and prior.status != "retry":
+            key = _key(row, p.channel)
+            if key not in priors:  # a channel outside the row's list: look it up on its own
+                priors.update(_ledger_rows(conn, [key]))
+            prior = priors.get(key)
+            if prior is not None and prior[1] != "retry":
                 # Already sent, or possibly sent: never again.
                 conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
-                    status=prior.status if prior.status != "sending" else "unknown", updated_at=now))
+                    status=prior[1] if prior[1] != "sending" else "unknown", updated_at=now))
                 continue
-            if prior is None:
-                ledger_id = conn.execute(insert(deliveries).returning(deliveries.c.id), {
-                    "key": key, "outbox_id": row["id"], "run_id": row["run_id"],
-                    "user_id": row["user_id"], "journey": row["journey"], "step": row["step"],
-                    "variant": row["variant"], "channel": p.channel, "status": "sending",
-                    "segments": p.message.segments, "created_at": now, "updated_at": now,
-                }).scalar_one()
-            else:
-                ledger_id = prior.id
-                conn.execute(update(deliveries).where(deliveries.c.id == ledger_id).values(
-                    status="sending", created_at=now, updated_at=now))
-            conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
-                status="sending", channel=p.channel, claimed_at=now, detail=p.detail, updated_at=now))
             user_history.append(Sent(p.channel, now))
+            to_send.append((dict(row), p, key, prior[0] if prior is not None else None))
+        # The ledger rows and the outbox claims, a few statements for the whole batch.
+        new = [(row, p, key) for row, p, key, ledger_id in to_send if ledger_id is None]
+        new_ids: list[int] = []
+        if new:
+            new_ids = list(conn.execute(
+                insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True),
+                [{"key": key, "outbox_id": row["id"], "run_id": row["run_id"], "user_id": row["user_id"],
+                  "journey": row["journey"], "step": row["step"], "variant": row["variant"],
+                  "channel": p.channel, "status": "sending", "segments": p.message.segments,
+                  "created_at": now, "updated_at": now} for row, p, key in new],
+            ).scalars())
+        retried = [ledger_id for _, _, _, ledger_id in to_send if ledger_id is not None]
+        if retried:
+            conn.execute(update(deliveries).where(deliveries.c.id.in_(retried)).values(
+                status="sending", created_at=now, updated_at=now))
+        if to_send:
+            conn.execute(
+                update(outbox).where(outbox.c.id == bindparam("b_id")).values(
+                    status="sending", channel=bindparam("b_channel"), claimed_at=now,
+                    detail=bindparam("b_detail"), updated_at=now),
+                [{"b_id": row["id"], "b_channel": p.channel, "b_detail": p.detail} for row, p, _, _ in to_send],
+            )
+        fresh = iter(new_ids)
+        for row, p, key, ledger_id in to_send:
+            if ledger_id is None:
+                ledger_id = next(fresh)
             m = p.message
             message = OutboundMessage(
                 delivery_id=key, channel=p.channel, to=_address(p.channel, views[row["user_id"]]),
@@ -157,7 +177,8 @@ def send_messages(
                           "run_id": row["run_id"], "user_id": row["user_id"],
                           "segments": m.segments, "ledger_id": ledger_id},
             )
-            calls.append((row["id"], ledger_id, message, dict(row)))
+            calls.append((row["id"], ledger_id, message, row))
+        _write_notes(conn, notes)
     # The ledger rows are committed: a crash from here on leaves them "sending" -> unknown.
     outcomes = []
     for outbox_id, ledger_id, message, row in calls:
@@ -173,15 +194,21 @@ def send_messages(
             outcomes.append((outbox_id, ledger_id, message, row, "unknown", None, repr(exc), None))
     if not outcomes:
         return result
+    notes = []
     with engine.begin() as conn:
+        sent_ledger: list[dict[str, Any]] = []
+        sent_box: list[int] = []
         for outbox_id, ledger_id, message, row, status, provider_id, error, after in outcomes:
+            if status == "sent":
+                # The common case, written below with one statement per table.
+                sent_ledger.append({"b_id": ledger_id, "b_provider_id": provider_id})
+                sent_box.append(outbox_id)
+                notes.append(_note(row, now, "send", message.channel, None, None))
+                result.sent += 1
+                continue
             ledger: dict[str, Any] = {"status": status, "error": error, "updated_at": now}
             box: dict[str, Any] = {"status": status, "updated_at": now}
-            if status == "sent":
-                ledger.update(provider_id=provider_id, sent_at=now)
-                _activity(conn, row, now, "send", message.channel, None, None)
-                result.sent += 1
-            elif status == "retry":
+            if status == "retry":
                 attempts = row["attempts"] + 1
                 if attempts >= max_attempts:
                     box.update(status="failed", attempts=attempts, reason="provider_retries_exhausted", detail=error)
@@ -200,14 +227,39 @@ def send_messages(
                 conn.execute(update(consents).where(consents.c.user_id == row["user_id"],
                                                     consents.c.channel == message.channel)
                              .values(status="rejected", source="provider", updated_at=now))
-                _activity(conn, row, now, "skip", message.channel, "rejected", error)
+                notes.append(_note(row, now, "skip", message.channel, "rejected", error))
                 result.rejected += 1
             else:
                 box.update(reason="unknown_outcome", detail=error)
                 result.unknown += 1
             conn.execute(update(deliveries).where(deliveries.c.id == ledger_id).values(**ledger))
             conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**box))
+        if sent_ledger:
+            conn.execute(
+                update(deliveries).where(deliveries.c.id == bindparam("b_id")).values(
+                    status="sent", error=None, updated_at=now, provider_id=bindparam("b_provider_id"),
+                    sent_at=now),
+                sent_ledger,
+            )
+            conn.execute(update(outbox).where(outbox.c.id.in_(sent_box)).values(status="sent", updated_at=now))
+        _write_notes(conn, notes)
     return result
+
+
+def _key(row: Mapping[str, Any], channel: str) -> str:
+    """The delivery ledger key: one delivery per (run, step, generation, channel)."""
+    return f"{row['run_id']}:{row['step']}:{row['generation']}:{channel}"
+
+
+def _ledger_rows(conn: Any, keys: list[str]) -> dict[str, tuple[int, str] | None]:
+    """Ledger rows by key; every key asked about is in the result (``None``: no row yet)."""
+    found: dict[str, tuple[int, str] | None] = dict.fromkeys(keys)
+    if keys:
+        for key, ledger_id, status in conn.execute(
+            select(deliveries.c.key, deliveries.c.id, deliveries.c.status).where(deliveries.c.key.in_(sorted(set(keys))))
+        ):
+            found[key] = (ledger_id, status)
+    return found
 
 
 def _mark_unknown(conn: Any, row: Mapping[str, Any], now: datetime) -> None:
@@ -221,10 +273,14 @@ def _mark_unknown(conn: Any, row: Mapping[str, Any], now: datetime) -> None:
         updated_at=now))
 
 
-def _activity(conn: Any, row: Mapping[str, Any], now: datetime, action: str, channel: str | None,
-              reason: str | None, detail: str | None) -> None:
-    conn.execute(insert(activity), {
-        "at": now, "journey": row["journey"], "run_id": row["run_id"], "user_id": row["user_id"],
-        "action": action, "step": row["step"], "channel": channel, "variant": row["variant"],
-        "reason": reason, "detail": detail,
-    })
+def _note(row: Mapping[str, Any], now: datetime, action: str, channel: str | None,
+          reason: str | None, detail: str | None) -> dict[str, Any]:
+    return {"at": now, "journey": row["journey"], "run_id": row["run_id"], "user_id": row["user_id"],
+            "action": action, "step": row["step"], "channel": channel, "variant": row["variant"],
+            "reason": reason, "detail": detail}
+
+
+def _write_notes(conn: Any, notes: list[dict[str, Any]]) -> None:
+    """The activity rows, in the order they happened, with one multi-row statement."""
+    if notes:
+        conn.execute(insert(activity), notes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping
 
-from sqlalchemy import Connection, and_, bindparam, insert, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, update
 
 from ..effects import CancelTimer, Entered, Exited, Send, StartTimer
 from ..engine import Run
@@ -112,7 +112,8 @@ class BatchSink:
                 update(timers)
                 .where(and_(timers.c.run_id == bindparam("c_run_id"),
                             timers.c.generation == bindparam("c_generation"),
-                            timers.c.status.in_(("pending", "claimed"))))
+                            # not IN (...): an expanding parameter cannot run as executemany
+                            or_(timers.c.status == "pending", timers.c.status == "claimed")))
                 .values(status="cancelled"),
                 self.cancels,
             )
