@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -78,6 +79,57 @@ def pg_settings() -> str:
         ).fetchall())
     return (f"PostgreSQL {rows.get('server_version')}, shared_buffers={rows.get('shared_buffers')}x8kB, "
             f"synchronous_commit={rows.get('synchronous_commit')}, fsync={rows.get('fsync')}")
+
+
+def autovacuum_on() -> bool:
+    with psycopg.connect(PG_ADMIN) as conn:
+        return conn.execute("SHOW autovacuum").fetchone()[0] == "on"
+
+
+class Analyzer:
+    """Keeps the planner's statistics current while a benchmark writes, by autovacuum's rule
+    (ANALYZE a table once more than 50 + 10% of its rows changed), checked every ``every``
+    seconds; only when autovacuum is off on the server (it is on some test servers). Without
+    statistics PostgreSQL estimates that ``user_id IN (200 ids)`` matches the whole table and
+    scans it, once per batch: a run would measure that, not the runtime."""
+
+    QUERY = ("SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+             "WHERE s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)")
+
+    def __init__(self, db_url: str, every: float = 10.0) -> None:
+        self.url = psql_url(db_url)
+        self.every = every
+        self.active = not autovacuum_on()
+        self.runs = 0
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="analyzer", daemon=True)
+
+    def __enter__(self) -> "Analyzer":
+        if self.active:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        if self.active:
+            self._thread.join(60)
+
+    def _loop(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(self.every):
+                t0 = time.perf_counter()
+                for (table,) in conn.execute(self.QUERY).fetchall():
+                    conn.execute(f'ANALYZE "{table}"')
+                    self.runs += 1
+                self.seconds += time.perf_counter() - t0
+
+    def describe(self) -> str:
+        if not self.active:
+            return "autovacuum is on: statistics kept by the server"
+        return (f"autovacuum is off on this server: the benchmark analyzed tables by autovacuum's rule "
+                f"(>50 + 10% rows changed), checked every {self.every:g} s ({self.runs} ANALYZE, "
+                f"{self.seconds:.1f} s in all)")
 
 
 def psql_url(sa_url: str) -> str:
@@ -153,6 +205,13 @@ class Bench:
 
     @classmethod
     def open(cls, tag: str, journeys: Mapping[str, str], **env: str) -> "Bench":
+        # SIGTERM / SIGINT (also when started in the background) end the run through
+        # ``close``: processes stopped, database dropped, keys removed.
+        def _exit(signum: int, _frame: Any) -> None:
+            raise SystemExit(f"stopped by signal {signum}")
+
+        signal.signal(signal.SIGTERM, _exit)
+        signal.signal(signal.SIGINT, _exit)
         b = cls(tag)
         b.redis_db = pick_redis_db()
         b.broker_url = f"{REDIS_BASE}/{b.redis_db}"

@@ -47,6 +47,7 @@ import redis  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from runtime_common import (  # noqa: E402
+    Analyzer,
     Bench,
     broker_pending,
     bulk_profiles,
@@ -155,12 +156,13 @@ def main() -> None:
 
     bench = Bench.open("thru", {"bench_three_step": JOURNEY})
     try:
-        run(bench, args)
+        with Analyzer(bench.db_url) as analyzer:
+            run(bench, args, analyzer)
     finally:
         bench.close(keep=args.keep)
 
 
-def run(bench: Bench, args: argparse.Namespace) -> None:
+def run(bench: Bench, args: argparse.Namespace, analyzer: Analyzer) -> None:
     started = utcnow()
     runtime = bench.runtime()
     runtime.deploy()
@@ -241,6 +243,7 @@ def run(bench: Bench, args: argparse.Namespace) -> None:
     print(f"date                         {started:%Y-%m-%d %H:%M} UTC")
     print(f"machine                      {machine_line()}; load average at the end {load_average()}")
     print(f"database                     {pg_settings()} (fresh database {bench.db_name})")
+    print(f"statistics                   {analyzer.describe()}")
     print(f"broker                       Redis {bench.broker_url}, queue {bench.queue}")
     print(f"workers                      1 celery worker, prefork --concurrency {args.concurrency}, "
           f"JOURNEY_BATCH={runtime.settings.batch}, acks_late, prefetch 1; 1 `journey scheduler`, "

@@ -42,6 +42,7 @@ import redis  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from runtime_common import (  # noqa: E402
+    Analyzer,
     Bench,
     broker_pending,
     bulk_profiles,
@@ -93,12 +94,13 @@ def main() -> None:
     args = ap.parse_args()
     bench = Bench.open("timers", {"bench_timer": JOURNEY})
     try:
-        run(bench, args)
+        with Analyzer(bench.db_url) as analyzer:
+            run(bench, args, analyzer)
     finally:
         bench.close(keep=args.keep)
 
 
-def run(bench: Bench, args: argparse.Namespace) -> None:
+def run(bench: Bench, args: argparse.Namespace, analyzer: Analyzer) -> None:
     started = utcnow()
     n = args.users
     runtime = bench.runtime()
@@ -158,6 +160,7 @@ def run(bench: Bench, args: argparse.Namespace) -> None:
     print(f"date                         {started:%Y-%m-%d %H:%M} UTC")
     print(f"machine                      {machine_line()}; load average at the end {load_average()}")
     print(f"database                     {pg_settings()} (fresh database {bench.db_name})")
+    print(f"statistics                   {analyzer.describe()}")
     print(f"broker                       Redis {bench.broker_url}, queue {bench.queue}")
     print(f"workers                      1 celery worker, prefork --concurrency {args.concurrency}, "
           f"JOURNEY_BATCH={runtime.settings.batch}; 1 `journey scheduler`, JOURNEY_TICK="

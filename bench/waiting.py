@@ -40,6 +40,7 @@ import redis  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from runtime_common import (  # noqa: E402
+    Analyzer,
     Bench,
     broker_pending,
     bulk_profiles,
@@ -102,12 +103,13 @@ def main() -> None:
     args = ap.parse_args()
     bench = Bench.open("waiting", {"bench_wait": JOURNEY})
     try:
-        run(bench, args)
+        with Analyzer(bench.db_url) as analyzer:
+            run(bench, args, analyzer)
     finally:
         bench.close(keep=args.keep)
 
 
-def run(bench: Bench, args: argparse.Namespace) -> None:
+def run(bench: Bench, args: argparse.Namespace, analyzer: Analyzer) -> None:
     started = utcnow()
     n, w = args.users, args.warmup
     runtime = bench.runtime()
@@ -174,6 +176,7 @@ def run(bench: Bench, args: argparse.Namespace) -> None:
     print(f"date                         {started:%Y-%m-%d %H:%M} UTC")
     print(f"machine                      {machine_line()}; load average at the end {load_average()}")
     print(f"database                     {pg_settings()} (fresh database {bench.db_name})")
+    print(f"statistics                   {analyzer.describe()}")
     print(f"broker                       Redis {bench.broker_url}, queue {bench.queue}")
     print(f"workers                      a fresh celery worker per side, prefork --concurrency {args.concurrency} "
           f"({a1.procs} processes), JOURNEY_BATCH={runtime.settings.batch}; no scheduler (nothing comes due)")
@@ -187,8 +190,8 @@ def run(bench: Bench, args: argparse.Namespace) -> None:
     print(f"{'  before -> after':28} {a0.rss / MB:>8.0f}->{a1.rss / MB:<6.0f} MB  {b0.rss / MB:>8.0f}->{b1.rss / MB:<6.0f} MB  (worker RSS)")
     print(f"{'  Redis keys':28} {a0.keys:>8}->{a1.keys:<6} keys {b0.keys:>7}->{b1.keys:<6} keys")
     print(f"PostgreSQL database growth   {(a1.db - a0.db) / MB:>+17.1f} MB  (ours: where the waiting runs and "
-          f"timers live; {(a1.db - a0.db) / max(n, 1):.0f} bytes per user incl. profile-less event, run, timer, "
-          f"activity and indexes)")
+          f"timers live; {(a1.db - a0.db) / max(n, 1):.0f} bytes per user: event, run, timer and "
+          f"activity rows with their indexes)")
     g_a, g_b = growth(a0, a1, "rss"), growth(b0, b1, "rss")
     k_a, k_b = growth(a0, a1, "keys_bytes"), growth(b0, b1, "keys_bytes")
     print(f"target                       worker RSS {ratio(g_a, g_b)} and broker {ratio(k_a, k_b)} "

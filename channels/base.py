@@ -1,8 +1,15 @@
 """The one small interface every channel implements, and the registry that finds them. Shell.
 
-A channel takes an :class:`OutboundMessage` and returns a :class:`Delivery`, or raises
-:class:`Retryable` (try again later, e.g. a 429 with Retry-After) or :class:`Rejected` (this
-contact point will never work, e.g. an invalid number). Third-party channels register under
+A channel takes an :class:`OutboundMessage` and returns a :class:`Delivery`, or raises one of:
+
+* :class:`Retryable`: the provider did not take the message; try again later (a 429 with
+  Retry-After, a 5xx, a connection refused before the request was sent);
+* :class:`Rejected`: this contact point will never work (an invalid or unsubscribed number, an
+  address that does not exist): the contact point is suppressed, not the user;
+* :class:`Failed`: this message cannot be sent (the provider refused its content or our
+  credentials); not retried, nothing suppressed;
+* :class:`DeliveryUnknown`: the request may have reached the provider but no answer came (a read
+  timeout): recorded as unknown and never resent. Third-party channels register under
 the entry point group ``journey_orchestrator.channels``::
 
     [project.entry-points."journey_orchestrator.channels"]
@@ -28,6 +35,8 @@ class OutboundMessage:
     html: str | None = None
     link: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    unsubscribe_url: str | None = None  # one-click unsubscribe (RFC 8058) for email
+    status_callback: str | None = None  # where the provider reports delivery status
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,9 @@ class Delivery:
     delivery_id: str
     provider_id: str | None
     status: str = "sent"  # sent | queued
+    segments: int | None = None
+    # Push tokens the provider said are dead (unregistered, invalid): removed from the profile.
+    dead_tokens: tuple[str, ...] = ()
 
 
 class Retryable(Exception):
@@ -46,7 +58,47 @@ class Retryable(Exception):
 
 
 class Rejected(Exception):
-    """The provider refused this contact point for good; suppress it, not the user."""
+    """The provider refused this contact point for good; suppress it, not the user.
+    ``dead_tokens`` lists push tokens to remove from the profile."""
+
+    def __init__(self, reason: str, dead_tokens: tuple[str, ...] = ()) -> None:
+        super().__init__(reason)
+        self.dead_tokens = dead_tokens
+
+
+class Failed(Exception):
+    """This message cannot be sent (content refused, credentials wrong); not retried."""
+
+
+class DeliveryUnknown(Exception):
+    """The request may have reached the provider; do not send it again."""
+
+
+def retry_after(headers: Any, default: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date) or an
+    ``X-RateLimit-Reset`` epoch; ``default`` when neither is usable."""
+    import email.utils
+    import time
+
+    if headers is None:
+        return default
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    reset = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            pass
+    return default
 
 
 @runtime_checkable

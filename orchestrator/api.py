@@ -31,6 +31,7 @@ from .catalog import Catalog, event_problems, load_catalog
 from .runtime.context import Runtime
 from .runtime.ingest import IncomingEvent, get_profile, put_profile, store_events
 from .runtime.pump import Dispatcher
+from .webhooks import add_webhook_routes
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000
@@ -233,6 +234,7 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher, catalog: Catalog | None
             raise HTTPException(404, f"no profile '{user_id}'")
         return JSONResponse(found)
 
+    add_webhook_routes(app, runtime)
     return app
 
 

@@ -318,13 +318,7 @@ def _wait(
     variants: tuple[tuple[str, str], ...] | None = None,
 ) -> Outcome:
     generation = run.generation + 1
-    run = run._replace(
-        status="waiting",
-        step=step,
-        generation=generation,
-        wake_at=fire_at,
-        variants=run.variants if variants is None else variants,
-    )
+    run = _waiting(run, step, generation, fire_at, run.variants if variants is None else variants)
     effects.append(StartTimer(run.run_id, generation, fire_at, step))
     return Outcome(run, tuple(effects))
 
@@ -338,17 +332,44 @@ def _finish(
     effects: list[Effect],
     variants: tuple[tuple[str, str], ...] | None = None,
 ) -> Outcome:
-    run = run._replace(
-        variants=run.variants if variants is None else variants,
-        status="finished",
-        step=step,
-        wake_at=None,
-        exit_reason=reason,
-        converted=converted,
-        finished_at=now,
-    )
+    run = _finished(run, step, reason, converted, now, run.variants if variants is None else variants)
     effects.append(Exited(run.run_id, step, reason, converted))
     return Outcome(run, tuple(effects))
+
+
+# ``_waiting`` and ``_finished`` are ``run._replace(...)`` spelled out: one of them runs for
+# every step a run takes, and NamedTuple's generic ``_replace`` costs twice as much. Unpacking
+# ``run`` field by field fails loudly if ``Run`` ever gains a field.
+
+
+def _waiting(
+    run: Run, step: str, generation: int, wake_at: datetime, variants: tuple[tuple[str, str], ...]
+) -> Run:
+    """``run._replace(status="waiting", step=, generation=, wake_at=, variants=)``."""
+    (run_id, journey, version, user_id, entered_at, trigger, _status, _step, _generation,
+     _wake_at, holdout, _variants, exit_reason, converted, finished_at, started_generation) = run
+    return tuple.__new__(Run, (
+        run_id, journey, version, user_id, entered_at, trigger, "waiting", step, generation,
+        wake_at, holdout, variants, exit_reason, converted, finished_at, started_generation,
+    ))
+
+
+def _finished(
+    run: Run,
+    step: str | None,
+    reason: str,
+    converted: bool,
+    now: datetime,
+    variants: tuple[tuple[str, str], ...],
+) -> Run:
+    """``run._replace(status="finished", step=, wake_at=None, exit_reason=, converted=,
+    finished_at=now, variants=)``."""
+    (run_id, journey, version, user_id, entered_at, trigger, _status, _step, generation,
+     _wake_at, holdout, _variants, _reason, _converted, _finished_at, started_generation) = run
+    return tuple.__new__(Run, (
+        run_id, journey, version, user_id, entered_at, trigger, "finished", step, generation,
+        None, holdout, variants, reason, converted, now, started_generation,
+    ))
 
 
 def _execute(

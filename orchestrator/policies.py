@@ -116,11 +116,10 @@ def capped(caps: Iterable[Cap], channel: str, history: Sequence[Sent], now: date
         if cap.channel is not None and cap.channel != channel:
             continue
         since = now - timedelta(seconds=cap.per)
-        count = sum(
-            1
-            for h in history
-            if since < h.at <= now and (cap.channel is None or h.channel == cap.channel)
-        )
+        count = 0
+        for h in history:
+            if since < h.at <= now and (cap.channel is None or h.channel == cap.channel):
+                count += 1
         if count >= cap.max:
             return cap
     return None

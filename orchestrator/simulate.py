@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import gc
 import heapq
-from contextlib import contextmanager
+import threading
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -354,29 +355,42 @@ class Simulator:
 
 @contextmanager
 def _gc_tuned_for_bulk() -> Iterator[None]:
-    """Cheaper garbage collection while a dry-run builds its (large, long-lived) timeline.
+    """Cheaper garbage collection while a dry-run builds its large, long-lived timeline.
 
-    The run allocates millions of objects that live to its end (timeline entries, runs,
-    message contexts) and almost no reference cycles, so CPython's default settings spend much
-    of the time re-scanning them in ever larger full collections. Meanwhile: objects from
-    before the run are frozen out of collection (unless the caller froze objects already,
-    which we must not unfreeze), young collections run less often, and full collections are
-    skipped; cycles still die in young collections. The previous state is restored after.
+    A run allocates millions of objects that live to its end (timeline entries, runs, message
+    contexts) and almost no reference cycles, so CPython's default settings spend much of the
+    run re-scanning them in ever larger full collections. Meanwhile: objects from before the
+    run are frozen out of collection (unless the caller froze objects already: we must not
+    unfreeze theirs), young collections run less often and full collections wait until the
+    end of the run; cycles still die in young collections. Only the outermost of overlapping
+    runs (nested or in threads) tunes, and it restores the previous settings.
     """
-    thresholds = gc.get_threshold()
-    freeze = gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    gc.set_threshold(_GC_YOUNG, _GC_MIDDLE, _GC_FULL)
+    global _gc_tuning_depth
+    with _gc_tuning_lock:
+        outermost = _gc_tuning_depth == 0
+        _gc_tuning_depth += 1
+        if outermost:
+            thresholds = gc.get_threshold()
+            freeze = gc.get_freeze_count() == 0
+            if freeze:
+                gc.freeze()
+            gc.set_threshold(*_GC_DURING_RUN)
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
-        if freeze:
-            gc.unfreeze()
+        with _gc_tuning_lock:
+            _gc_tuning_depth -= 1
+            if outermost:
+                gc.set_threshold(*thresholds)
+                if freeze:
+                    gc.unfreeze()
 
 
-_GC_YOUNG, _GC_MIDDLE, _GC_FULL = 50_000, 20, 1_000_000
+# (young, middle, full): a young collection every 50,000 net allocations instead of 700, and no
+# full collection during the run (CPython also skips one until the heap grew by a quarter).
+_GC_DURING_RUN = (50_000, 20, 1_000_000)
+_gc_tuning_lock = threading.Lock()
+_gc_tuning_depth = 0
 
 
 def default_events(

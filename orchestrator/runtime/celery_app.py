@@ -55,7 +55,10 @@ def runtime() -> Runtime:
 
 @worker_process_init.connect
 def _fresh_runtime(**_: Any) -> None:
+    """A forked pool process must not use the parent's pooled connections."""
     global _runtime
+    if _runtime is not None:
+        _runtime.engine.dispose(close=False)
     _runtime = None
 
 

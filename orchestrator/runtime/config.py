@@ -13,7 +13,12 @@
                          (default 60).
 ``JOURNEY_TICK``         seconds between timer pump ticks (default 1).
 ``JOURNEY_BATCH``        users / timers / messages per task (default 200).
-``JOURNEY_LINKS_BASE``   public base URL for unsubscribe links.
+``JOURNEY_LINKS_BASE``   public base URL of the API (unsubscribe links, provider callbacks).
+``JOURNEY_SECRET_KEY``   signs unsubscribe links (required by the web process).
+``SENDGRID_WEBHOOK_PUBLIC_KEY``  verifies the SendGrid Event Webhook (base64 DER, as shown by
+                         SendGrid); without it the endpoint refuses every request.
+``TWILIO_AUTH_TOKEN``    verifies Twilio callbacks (and authenticates the Twilio channel).
+``JOURNEY_RATE_LIMITS``  provider rate limits shared by all workers, e.g. ``sms=1/s,email=100/s``.
 =======================  ================================================================
 """
 
@@ -55,6 +60,11 @@ class Settings:
     batch: int = 200
     links_base: str = "http://127.0.0.1:8000"
     max_attempts: int = 5
+    secret_key: str = ""
+    sendgrid_webhook_key: str = ""
+    twilio_auth_token: str = ""
+    rate_limits: str = ""
+    sms_help_text: str = "Reply STOP to unsubscribe, START to subscribe again."
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -71,4 +81,9 @@ class Settings:
             batch=int(e.get("JOURNEY_BATCH", cls.batch)),
             links_base=e.get("JOURNEY_LINKS_BASE", cls.links_base).rstrip("/"),
             max_attempts=int(e.get("JOURNEY_MAX_ATTEMPTS", cls.max_attempts)),
+            secret_key=e.get("JOURNEY_SECRET_KEY", ""),
+            sendgrid_webhook_key=e.get("SENDGRID_WEBHOOK_PUBLIC_KEY", ""),
+            twilio_auth_token=e.get("TWILIO_AUTH_TOKEN", ""),
+            rate_limits=e.get("JOURNEY_RATE_LIMITS", ""),
+            sms_help_text=e.get("JOURNEY_SMS_HELP_TEXT", cls.sms_help_text),
         )

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from sqlalchemy import Engine
 
+from ..links import LinkSigner
 from ..project import Project
 from ..render import Renderer
 from ..store.database import make_engine
@@ -42,6 +43,12 @@ class Runtime:
         return cls(settings, engine, project, JourneyRegistry(engine), Renderer(project.templates_dir),
                    router or ChannelRouter(settings.channels), clock)
 
+    @property
+    def signer(self) -> LinkSigner | None:
+        """Signs unsubscribe links; without ``JOURNEY_SECRET_KEY`` messages carry none."""
+        key = self.settings.secret_key
+        return LinkSigner(key.encode(), self.settings.links_base) if key else None
+
     def deploy(self) -> list[object]:
         with self.engine.begin() as conn:
             out = deploy(conn, self.project, self.clock())
@@ -65,4 +72,4 @@ class Runtime:
         s = self.settings
         return send_messages(self.engine, self.registry, self.renderer, self.router, outbox_ids,
                              self.clock(), lease=s.lease, max_attempts=s.max_attempts,
-                             links_base=s.links_base)
+                             links_base=s.links_base, signer=self.signer)

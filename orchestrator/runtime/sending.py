@@ -15,17 +15,21 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
+from urllib.parse import quote
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 
-from channels.base import Channel, OutboundMessage, Rejected, Retryable, load_channel
+from channels.base import (
+    Channel, DeliveryUnknown, Failed, OutboundMessage, Rejected, Retryable, load_channel,
+)
 
 from ..effects import Send
 from ..outbox import prepare
 from ..policies import Sent
 from ..render import Renderer
-from ..store.rows import load_history, load_runs, lock_profiles, upsert_ignore
-from ..store.schema import activity, consents, deliveries, outbox
+from ..links import LinkSigner
+from ..store.rows import load_history, load_runs, lock_profiles, set_consent, upsert_ignore
+from ..store.schema import activity, consents, deliveries, outbox, profiles
 from .journeys import JourneyRegistry
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,7 @@ def send_messages(
     lease: float = 60.0,
     max_attempts: int = 5,
     links_base: str = "http://127.0.0.1:8000",
+    signer: LinkSigner | None = None,
 ) -> SendReport:
     ids = sorted(set(outbox_ids))
     result = SendReport()
@@ -112,12 +117,19 @@ def send_messages(
                 continue
             if row["due_at"] > now:
                 continue
-            run = runs[row["run_id"]]
-            machine = registry.machine(conn, row["version"])
-            send = Send(row["run_id"], row["step"], row["template"], tuple(row["channels"]),
-                        row["prefer_user"], row["generation"], row["variant"])
             user_history = history.setdefault(row["user_id"], [])
-            p = prepare(machine, send, run, views[row["user_id"]], user_history, now, renderer, links_base)
+            try:
+                run = runs[row["run_id"]]
+                machine = registry.machine(conn, row["version"])
+                send = Send(row["run_id"], row["step"], row["template"], tuple(row["channels"]),
+                            row["prefer_user"], row["generation"], row["variant"])
+                p = prepare(machine, send, run, views[row["user_id"]], user_history, now, renderer, links_base)
+            except Exception as exc:  # noqa: BLE001 - one user's data: park this message, not the batch
+                log.exception("outbox %s: parked", row["id"])
+                conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
+                    status="failed", reason="error", detail=f"{type(exc).__name__}: {exc}", updated_at=now))
+                result.failed += 1
+                continue
             if p.action == "defer":
                 assert p.until is not None
                 conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
@@ -176,19 +188,31 @@ def send_messages(
                 metadata={"journey": row["journey"], "step": row["step"], "variant": row["variant"],
                           "run_id": row["run_id"], "user_id": row["user_id"],
                           "segments": m.segments, "ledger_id": ledger_id},
+                unsubscribe_url=signer.unsubscribe_url(row["user_id"], p.channel) if signer else None,
+                status_callback=f"{links_base}/v1/webhooks/twilio/status?d={quote(key, safe='')}",
             )
             calls.append((row["id"], ledger_id, message, row))
         _write_notes(conn, notes)
     # The ledger rows are committed: a crash from here on leaves them "sending" -> unknown.
     outcomes = []
+    dead_tokens: list[tuple[str, tuple[str, ...]]] = []
     for outbox_id, ledger_id, message, row in calls:
         try:
             delivery = router.get(message.channel).send(message)
             outcomes.append((outbox_id, ledger_id, message, row, "sent", delivery.provider_id, None, None))
+            if delivery.dead_tokens:
+                dead_tokens.append((row["user_id"], delivery.dead_tokens))
         except Retryable as exc:
             outcomes.append((outbox_id, ledger_id, message, row, "retry", None, str(exc), exc.after))
         except Rejected as exc:
             outcomes.append((outbox_id, ledger_id, message, row, "rejected", None, str(exc), None))
+            if exc.dead_tokens:
+                dead_tokens.append((row["user_id"], exc.dead_tokens))
+        except Failed as exc:
+            outcomes.append((outbox_id, ledger_id, message, row, "failed", None, str(exc), None))
+        except DeliveryUnknown as exc:
+            log.warning("delivery %s: outcome unknown: %s", message.delivery_id, exc)
+            outcomes.append((outbox_id, ledger_id, message, row, "unknown", None, str(exc), None))
         except Exception as exc:  # noqa: BLE001 - may have reached the provider: unknown
             log.exception("delivery %s: outcome unknown", message.delivery_id)
             outcomes.append((outbox_id, ledger_id, message, row, "unknown", None, repr(exc), None))
@@ -221,14 +245,16 @@ def send_messages(
                     result.retry += 1
             elif status == "rejected":
                 box.update(reason="rejected", detail=error)
-                upsert_ignore(conn, consents, [{"user_id": row["user_id"], "channel": message.channel,
-                                                "status": "rejected", "source": "provider",
-                                                "updated_at": now}], ["user_id", "channel"])
-                conn.execute(update(consents).where(consents.c.user_id == row["user_id"],
-                                                    consents.c.channel == message.channel)
-                             .values(status="rejected", source="provider", updated_at=now))
+                if message.channel != "push":
+                    # The address or number is dead: suppress that contact point. (Dead push
+                    # tokens are removed from the profile below instead.)
+                    set_consent(conn, row["user_id"], message.channel, "rejected", "provider", now)
                 notes.append(_note(row, now, "skip", message.channel, "rejected", error))
                 result.rejected += 1
+            elif status == "failed":
+                box.update(reason="provider_refused", detail=error)
+                notes.append(_note(row, now, "skip", message.channel, "provider_refused", error))
+                result.failed += 1
             else:
                 box.update(reason="unknown_outcome", detail=error)
                 result.unknown += 1
@@ -242,8 +268,21 @@ def send_messages(
                 sent_ledger,
             )
             conn.execute(update(outbox).where(outbox.c.id.in_(sent_box)).values(status="sent", updated_at=now))
+        for user_id, tokens in dead_tokens:
+            _remove_push_tokens(conn, user_id, tokens, now)
         _write_notes(conn, notes)
     return result
+
+
+def _remove_push_tokens(conn: Any, user_id: str, tokens: tuple[str, ...], now: datetime) -> None:
+    current = conn.execute(
+        select(profiles.c.push_tokens).where(profiles.c.user_id == user_id).with_for_update()
+    ).scalar()
+    if current is None:
+        return
+    kept = [t for t in current if t not in set(tokens)]
+    if kept != list(current):
+        conn.execute(update(profiles).where(profiles.c.user_id == user_id).values(push_tokens=kept, updated_at=now))
 
 
 def _key(row: Mapping[str, Any], channel: str) -> str:

@@ -111,7 +111,11 @@ def profile_view(row: Mapping[str, Any], consent: Mapping[str, str]) -> dict[str
     for key in PROFILE_COLUMNS:
         if row[key] is not None:
             view[key] = row[key]
-    stopped = set(view.get("unsubscribed") or ())
+    # A list of channels (or "all"); one channel may come as a plain string, as the policies
+    # read it. Anything else (a stray value in the attributes) lists nothing.
+    opted = view.get("unsubscribed") or ()
+    opted = [opted] if isinstance(opted, str) else opted if isinstance(opted, (list, tuple)) else ()
+    stopped = {c for c in opted if isinstance(c, str)}
     for channel, status in consent.items():
         if status in STOPPED:
             stopped.add(channel)
@@ -164,3 +168,24 @@ def load_history(conn: Connection, user_ids: Iterable[str], since: datetime) -> 
 
 def history_window(max_cap_seconds: float) -> timedelta:
     return timedelta(seconds=max(max_cap_seconds, 1.0))
+
+
+def set_consent(conn: Connection, user_id: str, channel: str, status: str, source: str, now: datetime) -> None:
+    """Record a user's consent state for one channel (insert or overwrite)."""
+    from sqlalchemy import update
+
+    upsert_ignore(conn, consents, [{"user_id": user_id, "channel": channel, "status": status,
+                                    "source": source, "updated_at": now}], ["user_id", "channel"])
+    conn.execute(update(consents).where(consents.c.user_id == user_id, consents.c.channel == channel)
+                 .values(status=status, source=source, updated_at=now))
+
+
+def insert_ignore_returning(conn: Connection, table: Any, row: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING the primary key: ``None`` for a duplicate."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    stmt = dialect_insert(table).values(**row).on_conflict_do_nothing(index_elements=list(keys))
+    pk = list(table.primary_key.columns)[0]
+    return conn.execute(stmt.returning(pk)).scalar()

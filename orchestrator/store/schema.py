@@ -262,3 +262,23 @@ activity = Table(
     Index("ix_activity_journey_at", "journey", "at"),
     Index("ix_activity_run", "run_id"),
 )
+
+# What providers reported about deliveries (webhooks): delivered, bounced, opened, clicked...
+# ``provider_event_id`` makes a repeated webhook a no-op.
+delivery_events = Table(
+    "delivery_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("provider", String(32), nullable=False),
+    Column("provider_event_id", String(200), nullable=False, unique=True),
+    Column("delivery_key", String(400)),
+    Column("provider_id", String(200)),
+    Column("event", String(32), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("payload", Json, nullable=False),
+    Index("ix_delivery_events_key", "delivery_key"),
+)
+
+Index("ix_deliveries_provider_id", deliveries.c.provider_id)
+Index("ix_profiles_phone", profiles.c.phone)

@@ -25,7 +25,6 @@ from orchestrator.runtime.dispatch import InlineDispatcher
 from orchestrator.runtime.ingest import IncomingEvent, Stored, put_profile, store_events
 from orchestrator.runtime.pump import Pump, Tick
 from orchestrator.runtime.sending import ChannelRouter
-from orchestrator.store import schema
 
 FILE_CHANNELS = {"email": "file", "sms": "file", "push": "file"}
 LEASE = 5.0
@@ -106,21 +105,34 @@ class Harness:
         self.engine.dispose()
 
 
-@pytest.fixture
-def make_harness(db_url: str, fast_project: Path, clock: Any, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Harness]]:
+def _factory(url: str, fast_project: Path, clock: Any, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Harness]]:
     sink = tmp_path / "sink.jsonl"
     monkeypatch.setenv("JOURNEY_FILE_SINK", str(sink))
     made: list[Harness] = []
 
     def make(project: Path | None = None, **kwargs: Any) -> Harness:
-        h = Harness(db_url, project or fast_project, clock, sink, **kwargs)
+        h = Harness(url, project or fast_project, clock, sink, **kwargs)
         made.append(h)
         return h
 
     yield make
     for h in made:
         h.close()
+
+
+@pytest.fixture
+def make_harness(db_url: str, fast_project: Path, clock: Any, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Harness]]:
+    """Harnesses on both stores (the test runs once on each)."""
+    yield from _factory(db_url, fast_project, clock, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def make_sqlite_harness(sqlite_url: str, fast_project: Path, clock: Any, tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Harness]]:
+    """For behaviour that does not depend on the store (HTTP details, say): SQLite only."""
+    yield from _factory(sqlite_url, fast_project, clock, tmp_path, monkeypatch)
 
 
 @pytest.fixture

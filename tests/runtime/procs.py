@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import httpx
 from sqlalchemy import Engine, create_engine, text
@@ -31,7 +31,9 @@ from orchestrator.client import JourneyClient
 from .conftest import FAST_JOURNEYS, PG_ADMIN, REDIS_URL, ROOT, create_pg_database, drop_pg_database
 
 T = TypeVar("T")
-BIN = Path(sys.executable).parent if (Path(sys.executable).parent / "celery").exists() else ROOT / ".venv" / "bin"
+BIN = Path(sys.executable).parent  # the virtualenv's bin: celery, uvicorn, journey
+if not (BIN / "celery").exists():
+    BIN = ROOT / ".venv" / "bin"
 API_KEY = "e2e-test-key"
 AMQP_URL = os.environ.get("JOURNEY_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 STARTUP = 40.0  # seconds a process may take to become ready (slow CI machines)
@@ -58,9 +60,10 @@ def require_service(url: str, default_port: int) -> None:
     host_port = url.split("@")[-1].split("://")[-1].split("/")[0]
     host, _, port = host_port.partition(":")
     try:
-        socket.create_connection((host or "127.0.0.1", int(port or default_port)), timeout=3).close()
+        socket.create_connection((host or "127.0.0.1", int(port or default_port)), 3).close()
     except OSError as exc:
-        raise AssertionError(f"service {url.split('@')[-1]} is unreachable ({exc}); start it (see .ci/run)") from None
+        where = url.split("@")[-1]
+        raise AssertionError(f"{where} is unreachable ({exc}); start it (see .ci/run)") from None
 
 
 def wait_until(cond: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
@@ -71,7 +74,8 @@ def wait_until(cond: Callable[[], T], timeout: float, what: str, interval: float
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {value!r}")
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
+                                 f"last value: {value!r}")
         time.sleep(interval)
 
 
@@ -169,7 +173,8 @@ class Proc:
     def wait_http_ok(self, url: str, timeout: float = STARTUP) -> None:
         def ok() -> bool:
             if not self.alive():
-                raise AssertionError(f"{self.name} exited ({self.popen and self.popen.returncode}):\n{self.tail()}")
+                raise AssertionError(f"{self.name} exited "
+                                     f"({self.popen and self.popen.returncode}):\n{self.tail()}")
             try:
                 return httpx.get(url, timeout=1).status_code == 200
             except httpx.HTTPError:
@@ -245,7 +250,8 @@ class Stack:
             require_service(PG_ADMIN, 5432)
             require_service(broker, 5672 if broker.startswith("amqp") else 6379)
             db_name, db_url = create_pg_database()
-            process_db_url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{db_name}"  # plain postgresql:// as in .env
+            # A plain postgresql:// URL, as an operator writes it in .env.
+            process_db_url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{db_name}"
         sink = dir / "sink.jsonl"
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("JOURNEY_", "DATABASE_URL", "BROKER_URL", "WORKER_", "PORT"))}
@@ -273,7 +279,8 @@ class Stack:
         """Run a ``journey`` command to completion (``db upgrade``, ``deploy``)."""
         done = subprocess.run([str(BIN / "journey"), *args], env=self.env, cwd=self.dir,
                               capture_output=True, text=True, timeout=timeout)
-        assert done.returncode == 0, f"journey {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == 0, \
+            f"journey {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
     def _proc(self, name: str, cmd: str) -> Proc:
@@ -290,7 +297,8 @@ class Stack:
         # The Procfile's command, with a node name of its own (other test runs may share the
         # broker) and without the start-up chatter with other workers.
         node = f"{name}-{self.queue}-{self._n + 1}@%h"
-        return self._proc(name, f"{procfile()['worker']} -n {shlex.quote(node)} --without-mingle --without-gossip")
+        options = f"-n {shlex.quote(node)} --without-mingle --without-gossip"
+        return self._proc(name, f"{procfile()['worker']} {options}")
 
     def start_scheduler(self, name: str = "scheduler") -> Proc:
         return self._proc(name, procfile()["scheduler"])
@@ -391,11 +399,3 @@ class Stack:
     def sent_to(self, user_id: str) -> list[dict[str, Any]]:
         return [m for m in self.sink() if m["metadata"]["user_id"] == user_id]
 
-
-def stack_for(dir: Path, project: Path, **kwargs: Any) -> Iterator[Stack]:
-    """Generator body for fixtures: a stack that is always torn down."""
-    stack = Stack.create(dir, project, **kwargs)
-    try:
-        yield stack
-    finally:
-        stack.close()

@@ -17,7 +17,7 @@ from orchestrator.client import ApiError, JourneyClient
 from orchestrator.store.schema import events, profiles, runs
 
 from .conftest import CART, LESSON
-from .harness import Harness, make_harness  # noqa: F401
+from .harness import Harness, make_harness, make_sqlite_harness  # noqa: F401
 
 KEY = "client-key"
 
@@ -68,12 +68,11 @@ class FailAfterForwarding:
         await self.app(scope, receive, send)
 
 
-@pytest.fixture
-def served(make_harness: Callable[..., Harness]) -> Iterator[Callable[..., tuple[Harness, str, Any]]]:
+def _served(make: Callable[..., Harness]) -> Iterator[Callable[..., tuple[Harness, str, Any]]]:
     running: list[Served] = []
 
     def serve(wrap: Callable[[Any], Any] = lambda app: app) -> tuple[Harness, str, Any]:
-        h = make_harness(api_keys=[KEY])
+        h = make(api_keys=[KEY])
         app = wrap(create_app(h.runtime, h.dispatcher))
         s = Served(app)
         running.append(s)
@@ -82,6 +81,16 @@ def served(make_harness: Callable[..., Harness]) -> Iterator[Callable[..., tuple
     yield serve
     for s in running:
         s.stop()
+
+
+@pytest.fixture
+def served(make_harness: Callable[..., Harness]) -> Iterator[Callable[..., tuple[Harness, str, Any]]]:
+    yield from _served(make_harness)
+
+
+@pytest.fixture
+def served_sqlite(make_sqlite_harness: Callable[..., Harness]) -> Iterator[Callable[..., tuple[Harness, str, Any]]]:
+    yield from _served(make_sqlite_harness)
 
 
 def test_track_track_many_and_profiles_over_http(served: Callable[..., tuple[Harness, str, Any]]) -> None:
@@ -105,9 +114,9 @@ def test_track_track_many_and_profiles_over_http(served: Callable[..., tuple[Har
 
 
 def test_a_client_error_raises_with_the_field_errors_and_is_not_retried(
-    served: Callable[..., tuple[Harness, str, Any]],
+    served_sqlite: Callable[..., tuple[Harness, str, Any]],
 ) -> None:
-    h, url, app = served(FailAfterForwarding)
+    h, url, app = served_sqlite(FailAfterForwarding)
     app.failures = 0
     with JourneyClient(url, api_key=KEY, backoff=0.01) as client:
         with pytest.raises(ApiError) as err:
@@ -151,9 +160,9 @@ def test_a_retry_after_a_server_error_does_not_store_the_event_twice(
 
 
 def test_server_errors_are_retried_a_bounded_number_of_times(
-    served: Callable[..., tuple[Harness, str, Any]],
+    served_sqlite: Callable[..., tuple[Harness, str, Any]],
 ) -> None:
-    h, url, app = served(FailAfterForwarding)
+    h, url, app = served_sqlite(FailAfterForwarding)
     app.failures = 100
     with JourneyClient(url, api_key=KEY, retries=2, backoff=0.01) as client:
         with pytest.raises(ApiError) as err:

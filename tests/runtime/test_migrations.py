@@ -21,8 +21,9 @@ from orchestrator.store.schema import metadata
 
 from .conftest import PG_ADMIN, _pg_url, drop_pg_database
 
+# The tables the runtime cannot work without (the schema may hold more).
 TABLES = {"profiles", "consents", "events", "journey_versions", "runs", "timers", "outbox",
-          "deliveries", "conversions", "activity"}
+          "deliveries", "conversions", "activity", "delivery_events"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -51,7 +52,7 @@ def test_db_upgrade_creates_every_table_twice_is_fine_and_matches_the_schema(emp
     try:
         assert inspect(engine).get_table_names() == []
         upgrade_cli(empty_db)
-        assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
+        assert set(inspect(engine).get_table_names()) == set(metadata.tables) | {"alembic_version"}
         upgrade_cli(empty_db)  # again: nothing to do, nothing breaks
 
         head = ScriptDirectory.from_config(alembic_config(empty_db)).get_current_head()
@@ -60,7 +61,7 @@ def test_db_upgrade_creates_every_table_twice_is_fine_and_matches_the_schema(emp
             assert context.get_current_revision() == head
             diffs = compare_metadata(context, metadata)
         assert diffs == [], diffs
-        assert set(metadata.tables) == TABLES
+        assert TABLES <= set(metadata.tables)
     finally:
         engine.dispose()
 

@@ -21,7 +21,15 @@ from typing import Any, Iterator
 import pytest
 from sqlalchemy import func, select
 
-from orchestrator.store.schema import activity, conversions, deliveries, events, outbox, runs, timers
+from orchestrator.store.schema import (
+    activity,
+    conversions,
+    deliveries,
+    events,
+    outbox,
+    runs,
+    timers,
+)
 
 from .conftest import CART, LESSON
 from .procs import AMQP_URL, Stack, diagnosed, wait_until, write_project
@@ -29,6 +37,7 @@ from .procs import AMQP_URL, Stack, diagnosed, wait_until, write_project
 LATE = 2.5  # how late a message may be (scheduler tick, broker hop, a slow CI machine)
 EARLY = 0.05  # clock resolution: a message is never early by more than this
 SETTLE = 20.0  # seconds for things to happen that should take about one
+ORDER = {"order_id": "o-1", "cart_id": "c-1", "total": 89.0, "currency": "USD"}
 
 
 def now() -> datetime:
@@ -47,11 +56,13 @@ def wait_past(at: datetime, slack: float) -> None:
 
 
 def received_at(stack: Stack, event_id: str) -> datetime:
-    return stack.select(select(events.c.received_at).where(events.c.event_id == event_id))[0]["received_at"]
+    q = select(events.c.received_at).where(events.c.event_id == event_id)
+    return stack.select(q)[0]["received_at"]
 
 
 def ledger(stack: Stack, user_id: str) -> list[dict[str, Any]]:
-    return stack.select(select(deliveries).where(deliveries.c.user_id == user_id).order_by(deliveries.c.id))
+    q = select(deliveries).where(deliveries.c.user_id == user_id).order_by(deliveries.c.id)
+    return stack.select(q)
 
 
 def messages(stack: Stack, user_id: str, step: str | None = None) -> list[dict[str, Any]]:
@@ -61,6 +72,23 @@ def messages(stack: Stack, user_id: str, step: str | None = None) -> list[dict[s
 def one(stack: Stack, user_id: str, step: str) -> dict[str, Any] | None:
     found = messages(stack, user_id, step)
     assert len(found) <= 1, f"{user_id} got {step} {len(found)} times: {found}"
+    return found[0] if found else None
+
+
+def every(stack: Stack, user_ids: tuple[str, ...], step: str) -> list[dict[str, Any]] | None:
+    """Each user's one message of ``step``, once every one is in the sink and marked sent in the
+    ledger (the adapter writes its line a moment before the ledger row is marked)."""
+    found = [one(stack, u, step) for u in user_ids]
+    if not all(found):
+        return None
+    marked = stack.select(select(deliveries.c.id).where(deliveries.c.user_id.in_(user_ids),
+                                                        deliveries.c.step == step,
+                                                        deliveries.c.status == "sent"))
+    return found if len(marked) == len(user_ids) else None  # type: ignore[return-value]
+
+
+def sent(stack: Stack, user_id: str, step: str) -> dict[str, Any] | None:
+    found = every(stack, (user_id,), step)
     return found[0] if found else None
 
 
@@ -110,30 +138,30 @@ def test_cart_messages_arrive_on_time_on_the_preferred_channel_with_fallback(liv
     posted = {u: client.track(u, "cart_updated", CART)["event_ids"][0] for u in (pushed, fell_back)}
     t_cart = {u: received_at(live, e) for u, e in posted.items()}
 
-    nudges = wait_until(lambda: [one(live, u, "nudge") for u in (pushed, fell_back)]
-                        if all(one(live, u, "nudge") for u in (pushed, fell_back)) else None,
-                        2 + SETTLE, "both nudges")
-    push, email = nudges
+    push, email = wait_until(lambda: every(live, (pushed, fell_back), "nudge"), 2 + SETTLE,
+                             "both nudges")
     assert push["channel"] == "push" and push["to"] == ["tok-1"]
     assert "Trail shoe" in push["body"] and push["link"] == "northwind://cart/c-1"
     assert email["channel"] == "email" and email["to"] == f"{fell_back}@example.com"
     assert email["subject"] == "Bo, your cart is waiting"
     assert "Trail shoe" in email["body"] and "Trail shoe" in email["html"]
-    detail = live.select(select(outbox.c.detail).where(outbox.c.user_id == fell_back, outbox.c.step == "nudge"))
-    assert detail == [{"detail": "fell back from push"}]
+    q = select(outbox.c.detail).where(outbox.c.user_id == fell_back, outbox.c.step == "nudge")
+    assert live.select(q) == [{"detail": "fell back from push"}]
     assert not messages(live, pushed, "offer") and not messages(live, fell_back, "offer")
 
     # No order: the offer email 3 s after the nudge, for both.
-    wait_until(lambda: all(one(live, u, "offer") for u in (pushed, fell_back)), 3 + SETTLE, "both offers")
+    wait_until(lambda: every(live, (pushed, fell_back), "offer"), 3 + SETTLE, "both offers")
     for u in (pushed, fell_back):
         rows = {r["step"]: r for r in ledger(live, u)}
-        assert sorted(rows) == ["nudge", "offer"] and {r["status"] for r in rows.values()} == {"sent"}
+        assert sorted(rows) == ["nudge", "offer"]
+        assert {r["status"] for r in rows.values()} == {"sent"}
         nudge_after = seconds(rows["nudge"]["sent_at"], t_cart[u])
         offer_after = seconds(rows["offer"]["sent_at"], rows["nudge"]["sent_at"])
         assert 2 - EARLY <= nudge_after <= 2 + LATE, f"nudge {nudge_after:.2f}s after the cart"
         assert 3 - EARLY <= offer_after <= 3 + LATE, f"offer {offer_after:.2f}s after the nudge"
         offer = one(live, u, "offer")
-        assert offer is not None and offer["channel"] == "email" and offer["to"] == f"{u}@example.com"
+        assert offer is not None and offer["channel"] == "email"
+        assert offer["to"] == f"{u}@example.com"
         assert offer["subject"] == "10% off the items in your cart"
         assert "Trail shoe" in offer["body"] and "COMEBACK10" in offer["body"]
         assert offer["delivery_id"] == rows["offer"]["key"]
@@ -149,16 +177,18 @@ def test_an_order_during_the_wait_ends_the_run_and_its_timer_never_fires(live: S
         client.track(u, "cart_updated", CART)
 
     def waiting(u: str, step: str) -> bool:
-        return any(r["status"] == "waiting" and r["step"] == step for r in user_runs(live, u, "cart_abandonment"))
+        return any(r["status"] == "waiting" and r["step"] == step
+                   for r in user_runs(live, u, "cart_abandonment"))
 
     wait_until(lambda: waiting(early, "wait_a_bit"), SETTLE, "the run to wait")
-    client.track(early, "order_completed", {"order_id": "o-1", "cart_id": "c-1", "total": 89.0, "currency": "USD"})
-    wait_until(lambda: one(live, late, "nudge") and waiting(late, "wait_for_order"), 2 + SETTLE, "the nudge")
-    client.track(late, "order_completed", {"order_id": "o-2", "cart_id": "c-1", "total": 89.0, "currency": "USD"})
+    client.track(early, "order_completed", ORDER)
+    wait_until(lambda: sent(live, late, "nudge") and waiting(late, "wait_for_order"), 2 + SETTLE,
+               "the nudge")
+    client.track(late, "order_completed", ORDER)
 
     for u in (early, late):
-        run = wait_until(lambda: [r for r in user_runs(live, u, "cart_abandonment") if r["status"] == "finished"],
-                         SETTLE, f"{u}'s run to finish")[0]
+        run = wait_until(lambda: [r for r in user_runs(live, u, "cart_abandonment")
+                                  if r["status"] == "finished"], SETTLE, f"{u}'s run to finish")[0]
         assert run["exit_reason"] == "goal:order_completed" and run["converted"] is True
         conv = live.select(select(conversions).where(conversions.c.user_id == u))
         assert [c["goal"] for c in conv] == ["order_completed"]
@@ -166,7 +196,8 @@ def test_an_order_during_the_wait_ends_the_run_and_its_timer_never_fires(live: S
     # Every timer of both runs was cancelled; let their fire times pass well beyond the pump.
     pending = {u: user_timers(live, u) for u in (early, late)}
     assert [t["status"] for t in pending[early]] == ["cancelled"]
-    assert [(t["step"], t["status"]) for t in pending[late]] == [("wait_a_bit", "done"), ("wait_for_order", "cancelled")]
+    assert [(t["step"], t["status"]) for t in pending[late]] == [
+        ("wait_a_bit", "done"), ("wait_for_order", "cancelled")]
     wait_past(max(t["fire_at"] for ts in pending.values() for t in ts), 1.5)
     assert [t["status"] for t in user_timers(live, early)] == ["cancelled"]
     assert user_timers(live, early)[0]["fired_at"] is None
@@ -184,19 +215,21 @@ def test_a_second_lesson_moves_the_reminder(live: Stack) -> None:
     client.put_profile(u, email=f"{u}@example.com", attributes={"first_name": "Cy"})
     first = client.track(u, "lesson_completed", LESSON)["event_ids"][0]
     t_first = received_at(live, first)
-    wait_until(lambda: [t for t in user_timers(live, u) if t["status"] == "pending"], SETTLE, "the first timer")
+    wait_until(lambda: [t for t in user_timers(live, u) if t["status"] == "pending"], SETTLE,
+               "the first timer")
     wait_past(t_first, 1.0)  # the second lesson 1 s later, well before the first reminder is due
-    second = client.track(u, "lesson_completed", dict(LESSON, lesson_number=13, streak=6))["event_ids"][0]
+    again = dict(LESSON, lesson_number=13, streak=6)
+    second = client.track(u, "lesson_completed", again)["event_ids"][0]
     t_second = received_at(live, second)
     assert seconds(t_second, t_first) < 2.5, "the second lesson came too late to test anything"
 
-    reminder = wait_until(lambda: one(live, u, "reminder"), 3 + SETTLE, "the reminder")
+    reminder = wait_until(lambda: sent(live, u, "reminder"), 3 + SETTLE, "the reminder")
     wait_past(t_second, 3 + LATE)  # room for a second reminder, were there one
     assert len(messages(live, u)) == 1
     assert "6-day" in reminder["subject"] and "lesson 14" in reminder["body"]
     [row] = ledger(live, u)
     after_second = seconds(row["sent_at"], t_second)
-    assert 3 - EARLY <= after_second <= 3 + LATE, f"reminder {after_second:.2f}s after the second lesson"
+    assert 3 - EARLY <= after_second <= 3 + LATE, f"reminder {after_second:.2f}s after lesson 2"
     assert seconds(row["sent_at"], t_first) >= 3 + 1.0 - EARLY  # not the first lesson's timer
     [run] = user_runs(live, u, "lesson_reminder")
     assert run["status"] == "finished" and run["started_generation"] >= 1
@@ -220,17 +253,18 @@ def test_fifty_concurrent_triggers_enroll_the_user_once(live: Stack) -> None:
     assert len({a["event_ids"][0] for a in answers}) == 50
 
     def all_processed() -> bool:
-        return live.select(select(events.c.status, func.count().label("n")).where(events.c.user_id == u)
-                           .group_by(events.c.status)) == [{"status": "processed", "n": 50}]
+        q = select(events.c.status, func.count().label("n")).where(events.c.user_id == u)
+        return live.select(q.group_by(events.c.status)) == [{"status": "processed", "n": 50}]
     wait_until(all_processed, SETTLE, "50 processed events")
 
     [run] = user_runs(live, u, "cart_abandonment")  # one run, restarted by the other triggers
-    enters = live.select(select(activity.c.reason).where(activity.c.user_id == u, activity.c.action == "enter"))
+    enters = live.select(select(activity.c.reason).where(activity.c.user_id == u,
+                                                         activity.c.action == "enter"))
     assert sorted(str(e["reason"]) for e in enters) == ["None"] + ["restarted"] * 49
     live_timers = [t for t in user_timers(live, u) if t["status"] in ("pending", "claimed", "done")]
     assert len(live_timers) == 1 and live_timers[0]["generation"] == run["generation"]
 
-    wait_until(lambda: one(live, u, "nudge"), 2 + SETTLE, "the nudge")
+    wait_until(lambda: sent(live, u, "nudge"), 2 + SETTLE, "the nudge")
     wait_past(now(), 0.5)
     assert len(messages(live, u, "nudge")) == 1
     assert [r["step"] for r in ledger(live, u)] == ["nudge"]
@@ -238,7 +272,7 @@ def test_fifty_concurrent_triggers_enroll_the_user_once(live: Stack) -> None:
 
 
 @diagnosed
-def test_a_restarted_scheduler_fires_the_timers_that_came_due_while_it_was_down(live: Stack) -> None:
+def test_a_restarted_scheduler_fires_the_timers_that_came_due_meanwhile(live: Stack) -> None:
     client = live.client()
     lesson, cart = uid("sched-lesson"), uid("sched-cart")
     for u in (lesson, cart):
@@ -248,29 +282,34 @@ def test_a_restarted_scheduler_fires_the_timers_that_came_due_while_it_was_down(
     try:
         client.track(lesson, "lesson_completed", LESSON)
         client.track(cart, "cart_updated", CART)
+
         # The web hands the events to the worker directly: the runs wait on their timers.
-        pending = wait_until(lambda: [t for u in (lesson, cart) for t in user_timers(live, u)
-                                      if t["status"] == "pending"] if all(user_timers(live, u) for u in (lesson, cart)) else None,
-                             SETTLE, "both timers")
-        assert len(pending) == 2
+        def both_pending() -> list[dict[str, Any]]:
+            found = [t for u in (lesson, cart) for t in user_timers(live, u)
+                     if t["status"] == "pending"]
+            return found if len(found) == 2 else []
+
+        pending = wait_until(both_pending, SETTLE, "both timers")
         wait_past(max(t["fire_at"] for t in pending), 1.5)
-        assert [t["status"] for u in (lesson, cart) for t in user_timers(live, u)] == ["pending", "pending"]
+        statuses = [t["status"] for u in (lesson, cart) for t in user_timers(live, u)]
+        assert statuses == ["pending", "pending"]
         assert messages(live, lesson) == [] and messages(live, cart) == []
     finally:
-        restarted_at = now()
+        restarting = now()
         live.wait_scheduler(live.start_scheduler())
+        ready = now()
 
-    reminder = wait_until(lambda: one(live, lesson, "reminder"), SETTLE, "the overdue reminder")
-    nudge = wait_until(lambda: one(live, cart, "nudge"), SETTLE, "the overdue nudge")
+    reminder = wait_until(lambda: sent(live, lesson, "reminder"), SETTLE, "the overdue reminder")
+    nudge = wait_until(lambda: sent(live, cart, "nudge"), SETTLE, "the overdue nudge")
     assert reminder["channel"] == "email" and nudge["channel"] == "email"
     for u in (lesson, cart):
         [row] = ledger(live, u)
         assert row["status"] == "sent"
-        assert 0 <= seconds(row["sent_at"], restarted_at) <= LATE + 3  # the restarted pump's first ticks
+        assert restarting <= row["sent_at"] <= ready + timedelta(seconds=LATE)  # its first ticks
         assert user_timers(live, u)[0]["status"] == "done"
 
 
-# -- processes of their own -------------------------------------------------------------------------
+# -- processes of their own --------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -286,7 +325,7 @@ def crash_stack(tmp_path: Path, project: Path) -> Iterator[Stack]:
 
 
 @diagnosed
-def test_kill_9_of_a_worker_mid_batch_loses_no_run_and_duplicates_no_delivery(crash_stack: Stack) -> None:
+def test_kill_9_of_a_worker_mid_batch_loses_no_run_and_resends_nothing(crash_stack: Stack) -> None:
     stack = crash_stack
     n = 300
     users = [f"crash-{i:03d}" for i in range(n)]
@@ -296,10 +335,20 @@ def test_kill_9_of_a_worker_mid_batch_loses_no_run_and_duplicates_no_delivery(cr
     answer = client.track_many([client.event(u, "lesson_completed", LESSON) for u in users])
     assert answer["accepted"] == n
 
-    # The reminders come due together 3 s later; kill the worker once some are out, not all
-    # (a batch or so: some tasks done, one mid-way, more reserved or still queued).
+    # First kill: while the worker enrols the users (some batches committed, not all).
     worker = stack.procs["worker"]
-    wait_until(lambda: stack.sink_lines() >= n // 10, 3 + SETTLE, "the first reminders", interval=0.002)
+    wait_until(lambda: stack.value("SELECT count(*) FROM runs"), SETTLE, "the first runs",
+               interval=0.002)
+    worker.kill9()
+    runs_at_kill = stack.value("SELECT count(*) FROM runs")
+    assert 0 < runs_at_kill < n, f"the worker was not killed mid-way ({runs_at_kill} of {n} runs)"
+    worker = stack.start_worker("worker")
+    stack.wait_worker(worker)
+
+    # Second kill: the reminders come due 3 s after each run began; kill the new worker once
+    # some are out, not all (a batch or so done, one mid-way, more reserved or still queued).
+    wait_until(lambda: stack.sink_lines() >= n // 10, 3 + SETTLE, "the first reminders",
+               interval=0.002)
     worker.kill9()
     at_kill = stack.sink_lines()
     assert 0 < at_kill < n, f"the worker was not killed mid-batch ({at_kill} of {n} sent)"
@@ -315,7 +364,8 @@ def test_kill_9_of_a_worker_mid_batch_loses_no_run_and_duplicates_no_delivery(cr
 
     wait_until(settled, 60, "every user's reminder to be settled", interval=0.2)
 
-    per_user_runs = stack.rows("SELECT user_id, count(*) AS c, min(status) AS s FROM runs GROUP BY user_id")
+    per_user_runs = stack.rows(
+        "SELECT user_id, count(*) AS c, min(status) AS s FROM runs GROUP BY user_id")
     assert len(per_user_runs) == n and {(r.c, r.s) for r in per_user_runs} == {(1, "finished")}
     assert stack.rows("SELECT status, count(*) FROM events GROUP BY status") == [("processed", n)]
     assert stack.rows("SELECT status, count(*) FROM timers GROUP BY status") == [("done", n)]
@@ -334,7 +384,8 @@ def test_kill_9_of_a_worker_mid_batch_loses_no_run_and_duplicates_no_delivery(cr
     sent = {k for k, s in status.items() if s == "sent"}
     unknown = {k for k, s in status.items() if s == "unknown"}
     assert sent <= set(sunk), "a delivery marked sent never reached the adapter"
-    print(f"killed at {at_kill}/{n} in the sink; sent {len(sent)}, unknown {len(unknown)} "
+    print(f"killed at {runs_at_kill}/{n} runs, then at {at_kill}/{n} in the sink; "
+          f"sent {len(sent)}, unknown {len(unknown)} "
           f"({len(unknown & set(sunk))} of them reached the sink before the kill, "
           f"{len(unknown - set(sunk))} did not), none resent")
 
@@ -363,21 +414,22 @@ def test_embedded_mode_on_sqlite_runs_the_same_flow(embedded: Stack) -> None:
     again = client.track(u, "lesson_completed", LESSON, event_id=f"lesson-{u}")  # a client retry
     assert again == {"accepted": 0, "duplicates": 1, "event_ids": [f"lesson-{u}"]}
 
-    nudge = wait_until(lambda: one(stack, u, "nudge"), 2 + SETTLE, "the nudge")
-    reminder = wait_until(lambda: one(stack, u, "reminder"), 3 + SETTLE, "the reminder")
+    nudge = wait_until(lambda: sent(stack, u, "nudge"), 2 + SETTLE, "the nudge")
+    reminder = wait_until(lambda: sent(stack, u, "reminder"), 3 + SETTLE, "the reminder")
     assert nudge["channel"] == "sms" and nudge["to"] == "+14155550123" and "$89.00" in nudge["body"]
     assert reminder["channel"] == "email" and "5-day" in reminder["subject"]  # no push token: email
     rows = {r["step"]: r for r in ledger(stack, u)}
     assert seconds(rows["nudge"]["sent_at"], received_at(stack, cart)) >= 2 - EARLY
     assert seconds(rows["reminder"]["sent_at"], received_at(stack, f"lesson-{u}")) >= 3 - EARLY
 
-    offer = wait_until(lambda: one(stack, u, "offer"), 3 + SETTLE, "the offer")
+    offer = wait_until(lambda: sent(stack, u, "offer"), 3 + SETTLE, "the offer")
     assert offer["channel"] == "email" and "Trail shoe" in offer["body"]
     # The duplicate changed nothing: one stored event, one run entered once, one reminder.
     assert stack.value("SELECT count(*) FROM events WHERE event_id = :e", e=f"lesson-{u}") == 1
     [run] = user_runs(stack, u, "lesson_reminder")
     assert run["started_generation"] == 0 and run["status"] == "finished"
-    assert sorted(m["metadata"]["step"] for m in messages(stack, u)) == ["nudge", "offer", "reminder"]
+    steps = sorted(m["metadata"]["step"] for m in messages(stack, u))
+    assert steps == ["nudge", "offer", "reminder"]
     assert all(r["status"] == "sent" for r in ledger(stack, u))
 
 
@@ -395,14 +447,16 @@ def rabbit(tmp_path: Path, project: Path) -> Iterator[Stack]:
 @diagnosed
 def test_the_worker_runs_with_rabbitmq_as_the_broker(rabbit: Stack) -> None:
     stack = rabbit
-    assert "amqp://" in stack.procs["worker"].log() and "journeys deployed" in stack.procs["worker"].log()
+    log = stack.procs["worker"].log()
+    assert "amqp://" in log and "journeys deployed" in log
     client = stack.client()
     u = uid("rabbit")
-    client.put_profile(u, email=f"{u}@example.com", push_tokens=["tok-r"], attributes={"preferred_channel": "push"})
+    client.put_profile(u, email=f"{u}@example.com", push_tokens=["tok-r"],
+                       attributes={"preferred_channel": "push"})
     client.track(u, "cart_updated", CART)
     client.track(u, "lesson_completed", LESSON)
-    nudge = wait_until(lambda: one(stack, u, "nudge"), 2 + SETTLE, "the nudge")
-    reminder = wait_until(lambda: one(stack, u, "reminder"), 3 + SETTLE, "the reminder")
+    nudge = wait_until(lambda: sent(stack, u, "nudge"), 2 + SETTLE, "the nudge")
+    reminder = wait_until(lambda: sent(stack, u, "reminder"), 3 + SETTLE, "the reminder")
     assert nudge["channel"] == "push" and "Trail shoe" in nudge["body"]
     assert reminder["channel"] == "push" and reminder["to"] == ["tok-r"]
     assert {r["status"] for r in ledger(stack, u)} == {"sent"}

@@ -332,3 +332,50 @@ def test_quiet_hours_defer_the_message_to_the_end_of_the_window(
     assert h.tick().messages == 1
     assert [line["to"] for line in h.lines()] == ["lisbon@example.com", "tokyo@example.com"]
     assert h.one(outbox, user_id="u-tokyo")["status"] == "sent"
+
+
+def test_a_message_whose_user_data_breaks_the_policy_is_parked_and_the_batch_is_sent(
+    make_harness: Callable[..., Harness], fast_project: Path
+) -> None:
+    """A profile written around the API's validation (ingest.put_profile) with the time zone
+    "America": a directory of the tz database, on which ZoneInfo raises IsADirectoryError
+    (not the ZoneInfoNotFoundError the policy code falls back on). The quiet-hours check of
+    that one message must not keep every other message of the batch from going out."""
+    h = make_harness(only_journeys(fast_project, quiet=QUIET.replace("  - id: reminder", "  - id: wait\n    wait: 1s\n  - id: reminder")))
+    h.clock.now = h.now.replace(hour=12)  # quiet hours are not on in UTC
+    h.profile("u-bad-tz", email="bad@example.com", timezone="America")
+    h.profile("u-ok", email="ok@example.com", timezone="Europe/Lisbon")
+    h.track("u-bad-tz", "lesson_completed", LESSON)
+    h.track("u-ok", "lesson_completed", LESSON)
+    h.tick(seconds=1)  # both timers in one batch, their messages in one send batch
+    assert "ok@example.com" in [line["to"] for line in h.lines()]
+    bad = h.one(outbox, user_id="u-bad-tz")
+    assert bad["status"] in ("failed", "sent"), bad  # parked with its error (or sent: UTC fallback)
+    if bad["status"] == "failed":
+        assert "Error" in bad["detail"]
+    for _ in range(3):
+        h.tick(seconds=h.settings.lease + 1)
+    assert h.one(outbox, user_id="u-ok")["status"] == "sent" and len(h.lines()) in (1, 2)
+
+
+def test_unsubscribed_in_profile_attributes_is_honoured_as_the_dry_run_reads_it(h: Harness) -> None:
+    """``unsubscribed`` may list channels or say ``all``; a single channel may be given as a
+    string, as the dry-run's policies accept it (``policies.unusable_because``)."""
+    both = {"email": "x@example.com", "push_tokens": ["tok"]}
+    h.profile("u-str-push", attributes={"unsubscribed": "push"}, **both)
+    h.profile("u-str-all", attributes={"unsubscribed": "all"}, **both)
+    h.profile("u-list", attributes={"unsubscribed": ["push", "email"]}, **both)
+    h.profile("u-odd", attributes={"unsubscribed": 5}, **both)  # junk: ignored, not a crash
+    h.profile("u-none", **both)
+    users = ["u-str-push", "u-str-all", "u-list", "u-odd", "u-none"]
+    h.store(*[(u, "lesson_completed", LESSON) for u in users])
+    assert h.runtime.process_users(users).applied == 5
+    h.tick(seconds=3)
+    got = {r["user_id"]: (r["status"], r["channel"] if r["status"] == "sent" else r["reason"]) for r in h.rows(outbox)}
+    assert got == {
+        "u-str-push": ("sent", "email"),
+        "u-str-all": ("skipped", "unsubscribed"),
+        "u-list": ("skipped", "unsubscribed"),
+        "u-odd": ("sent", "push"),
+        "u-none": ("sent", "push"),
+    }
