@@ -19,6 +19,7 @@
                          SendGrid); without it the endpoint refuses every request.
 ``TWILIO_AUTH_TOKEN``    verifies Twilio callbacks (and authenticates the Twilio channel).
 ``JOURNEY_RATE_LIMITS``  provider rate limits shared by all workers, e.g. ``sms=1/s,email=100/s``.
+``REDIS_URL``            Redis for the rate limits; default the broker when it is Redis.
 =======================  ================================================================
 """
 
@@ -64,6 +65,7 @@ class Settings:
     sendgrid_webhook_key: str = ""
     twilio_auth_token: str = ""
     rate_limits: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
     sms_help_text: str = "Reply STOP to unsubscribe, START to subscribe again."
 
     @classmethod
@@ -85,5 +87,7 @@ class Settings:
             sendgrid_webhook_key=e.get("SENDGRID_WEBHOOK_PUBLIC_KEY", ""),
             twilio_auth_token=e.get("TWILIO_AUTH_TOKEN", ""),
             rate_limits=e.get("JOURNEY_RATE_LIMITS", ""),
+            redis_url=e.get("REDIS_URL") or (
+                e["BROKER_URL"] if e.get("BROKER_URL", "").startswith("redis") else cls.redis_url),
             sms_help_text=e.get("JOURNEY_SMS_HELP_TEXT", cls.sms_help_text),
         )

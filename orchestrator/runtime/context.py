@@ -5,6 +5,7 @@ Celery workers, after the fork)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
@@ -16,6 +17,7 @@ from ..render import Renderer
 from ..store.database import make_engine
 from .config import Settings
 from .journeys import JourneyRegistry, deploy
+from .ratelimit import RateLimiter
 from .sending import ChannelRouter, SendReport, send_messages
 from .work import Done, fire_timers, process_users
 
@@ -49,6 +51,11 @@ class Runtime:
         key = self.settings.secret_key
         return LinkSigner(key.encode(), self.settings.links_base) if key else None
 
+    @cached_property
+    def limiter(self) -> RateLimiter | None:
+        """Provider rate limits in Redis (``JOURNEY_RATE_LIMITS``); None when there are none."""
+        return RateLimiter.from_settings(self.settings.redis_url, self.settings.rate_limits)
+
     def deploy(self) -> list[object]:
         with self.engine.begin() as conn:
             out = deploy(conn, self.project, self.clock())
@@ -72,4 +79,4 @@ class Runtime:
         s = self.settings
         return send_messages(self.engine, self.registry, self.renderer, self.router, outbox_ids,
                              self.clock(), lease=s.lease, max_attempts=s.max_attempts,
-                             links_base=s.links_base, signer=self.signer)
+                             links_base=s.links_base, signer=self.signer, limiter=self.limiter)

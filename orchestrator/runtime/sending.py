@@ -12,6 +12,7 @@ after the lease belongs to a process that died mid-call: it becomes ``unknown``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
@@ -28,6 +29,7 @@ from ..outbox import prepare
 from ..policies import Sent
 from ..render import Renderer
 from ..links import LinkSigner
+from .ratelimit import RateLimiter
 from ..store.rows import load_history, load_runs, lock_profiles, set_consent, upsert_ignore
 from ..store.schema import activity, consents, deliveries, outbox, profiles
 from .journeys import JourneyRegistry
@@ -84,6 +86,7 @@ def send_messages(
     max_attempts: int = 5,
     links_base: str = "http://127.0.0.1:8000",
     signer: LinkSigner | None = None,
+    limiter: RateLimiter | None = None,
 ) -> SendReport:
     ids = sorted(set(outbox_ids))
     result = SendReport()
@@ -197,6 +200,10 @@ def send_messages(
     outcomes = []
     dead_tokens: list[tuple[str, tuple[str, ...]]] = []
     for outbox_id, ledger_id, message, row in calls:
+        wait = _throttle(limiter, message.channel)
+        if wait:
+            outcomes.append((outbox_id, ledger_id, message, row, "throttled", None, "provider rate limit", wait))
+            continue
         try:
             delivery = router.get(message.channel).send(message)
             outcomes.append((outbox_id, ledger_id, message, row, "sent", delivery.provider_id, None, None))
@@ -232,7 +239,11 @@ def send_messages(
                 continue
             ledger: dict[str, Any] = {"status": status, "error": error, "updated_at": now}
             box: dict[str, Any] = {"status": status, "updated_at": now}
-            if status == "retry":
+            if status == "throttled":  # our own rate limit: not an attempt, the provider saw nothing
+                ledger["status"] = "retry"
+                box.update(status="pending", claimed_at=None, due_at=now + timedelta(seconds=after or 1))
+                result.retry += 1
+            elif status == "retry":
                 attempts = row["attempts"] + 1
                 if attempts >= max_attempts:
                     box.update(status="failed", attempts=attempts, reason="provider_retries_exhausted", detail=error)
@@ -272,6 +283,23 @@ def send_messages(
             _remove_push_tokens(conn, user_id, tokens, now)
         _write_notes(conn, notes)
     return result
+
+
+MAX_THROTTLE_WAIT = 2.0  # seconds a worker waits for a rate-limit token before deferring
+
+
+def _throttle(limiter: RateLimiter | None, channel: str) -> float:
+    """0 when a token was taken (after waiting up to MAX_THROTTLE_WAIT); else the delay after
+    which the message should be tried again."""
+    if limiter is None:
+        return 0.0
+    while True:
+        wait = limiter.take(channel)
+        if wait <= 0:
+            return 0.0
+        if wait > MAX_THROTTLE_WAIT:
+            return wait
+        time.sleep(wait)
 
 
 def _remove_push_tokens(conn: Any, user_id: str, tokens: tuple[str, ...], now: datetime) -> None:
