@@ -13,6 +13,7 @@ in ``custom_args`` so Event Webhook events map back to the delivery ledger.
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 from typing import Any
 
@@ -81,7 +82,7 @@ class SendGridChannel:
             detail = _errors(exc)
             if status >= 500:
                 raise Retryable(f"SendGrid {status}: {detail}", retry_after(exc.headers)) from None
-            if status == 400 and ("to" in detail or "email" in detail.lower()):
+            if status == 400 and _recipient_refused(exc):
                 raise Rejected(f"SendGrid refused the address: {detail}") from None
             raise Failed(f"SendGrid {status}: {detail}") from None
         except urllib.error.URLError as exc:
@@ -91,6 +92,19 @@ class SendGridChannel:
             raise DeliveryUnknown(f"no answer from SendGrid: {exc!r}") from None
         provider_id = response.headers.get("X-Message-Id") if response.headers else None
         return Delivery(message.delivery_id, provider_id=provider_id, status="queued")
+
+
+# An error about the recipient's address (personalizations.0.to.0.email), not about our
+# sender, subject or arguments: only those may suppress the user's email address.
+_RECIPIENT_FIELD = re.compile(r"^personalizations\.\d+\.(to|cc|bcc)(\.|$)")
+
+
+def _recipient_refused(exc: HTTPError) -> bool:
+    try:
+        errors = exc.to_dict.get("errors") or []
+    except Exception:  # noqa: BLE001 - a non-JSON error body
+        return False
+    return any(isinstance(e, dict) and _RECIPIENT_FIELD.match(str(e.get("field") or "")) for e in errors)
 
 
 def _errors(exc: HTTPError) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from sqlalchemy import Engine, select, update
 
-from ..store.rows import PROFILE_COLUMNS, ensure_profiles, upsert_ignore
+from ..store.rows import PROFILE_COLUMNS, ensure_profiles, set_consent, upsert_ignore
 from ..store.schema import consents, events, profiles
 
 CONSENT_STATES = ("subscribed", "opted_in", "unsubscribed", "bounced", "spam")
@@ -66,20 +66,27 @@ def put_profile(
     (merged unless ``replace_attributes``), and per-channel consent."""
     with engine.begin() as conn:
         ensure_profiles(conn, [user_id], now)
-        current = conn.execute(
-            select(profiles.c.attributes).where(profiles.c.user_id == user_id).with_for_update()
-        ).scalar_one()
+        row = conn.execute(
+            select(profiles.c.attributes, profiles.c.email, profiles.c.phone)
+            .where(profiles.c.user_id == user_id).with_for_update()
+        ).one()
+        current = row.attributes
         values: dict[str, Any] = {k: v for k, v in contact.items() if k in PROFILE_COLUMNS}
+        # A new address or number is not the one that bounced or was rejected: lift that
+        # suppression (an explicit unsubscribe stays: it is the person's choice, not the address's).
+        for key, channel in (("email", "email"), ("phone", "sms")):
+            if key in values and values[key] != getattr(row, key) and channel not in consent:
+                conn.execute(update(consents).where(
+                    consents.c.user_id == user_id, consents.c.channel == channel,
+                    consents.c.status.in_(("bounced", "rejected"))).values(
+                    status="subscribed", source="new_contact_point", updated_at=now))
         if attributes is not None:
             merged = {} if replace_attributes else dict(current or {})
             merged.update(attributes)
             values["attributes"] = merged
         conn.execute(update(profiles).where(profiles.c.user_id == user_id).values(updated_at=now, **values))
         for channel, status in consent.items():
-            upsert_ignore(conn, consents, [{"user_id": user_id, "channel": channel, "status": status,
-                                            "source": "api", "updated_at": now}], ["user_id", "channel"])
-            conn.execute(update(consents).where(consents.c.user_id == user_id, consents.c.channel == channel)
-                         .values(status=status, source="api", updated_at=now))
+            set_consent(conn, user_id, channel, status, "api", now)
 
 
 def get_profile(engine: Engine, user_id: str) -> dict[str, Any] | None:

@@ -49,6 +49,12 @@ def deploy(conn: Connection, project: Project, now: datetime) -> list[Deployed]:
         ],
         ["version"],
     )
+    # A journey whose file was removed takes no new entrants; its runs in flight finish.
+    conn.execute(
+        update(journey_versions)
+        .where(journey_versions.c.journey.not_in(sorted(machines)) if machines else journey_versions.c.current)
+        .values(current=False)
+    )
     out = []
     for name, m in sorted(machines.items()):
         conn.execute(

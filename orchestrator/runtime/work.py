@@ -171,10 +171,10 @@ def fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[i
             if run is None or run.finished or run.generation != t.generation:
                 skipped += 1
                 continue
-            machine = registry.machine(conn, run.version)
-            sink.exclusive[run.journey] = machine.re_entry != "parallel"
-            sink.profiles[run.user_id] = views[run.user_id]
             try:
+                machine = registry.machine(conn, run.version)
+                sink.exclusive[run.journey] = machine.re_entry != "parallel"
+                sink.profiles[run.user_id] = views[run.user_id]
                 outcome = advance(machine, run, TimerFired(t.run_id, t.generation), views[run.user_id], now)
             except Exception:  # noqa: BLE001 - parked with its error, never retried in a loop
                 log.exception("timer %s of run %s: parked", t.id, t.run_id)

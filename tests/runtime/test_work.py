@@ -349,3 +349,52 @@ def test_goals_of_several_users_in_one_batch_cancel_each_timer(h: Harness) -> No
     assert len(h.rows(conversions)) == 3
     h.tick(seconds=10)
     assert h.lines() == []
+
+
+def test_a_removed_journey_takes_no_new_entrants_after_deploy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from sqlalchemy import select
+
+    from orchestrator.runtime.config import Settings
+    from orchestrator.runtime.context import Runtime
+    from orchestrator.store.database import upgrade
+    from orchestrator.store.schema import journey_versions
+    from tests.runtime.conftest import FAST_JOURNEYS, ROOT
+
+    root = tmp_path / "p"
+    (root / "journeys").mkdir(parents=True)
+    shutil.copy(ROOT / "catalog.yaml", root / "catalog.yaml")
+    shutil.copytree(ROOT / "templates", root / "templates")
+    for name, text in FAST_JOURNEYS.items():
+        (root / "journeys" / f"{name}.yaml").write_text(text.lstrip(), encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    upgrade(url)
+    runtime = Runtime.create(Settings(database_url=url, project=str(root)))
+    runtime.deploy()
+    (root / "journeys" / "lesson_reminder.yaml").unlink()
+    runtime.deploy()
+    with runtime.engine.connect() as conn:
+        current = set(conn.execute(select(journey_versions.c.journey).where(journey_versions.c.current)).scalars())
+    assert current == {"cart_abandonment"}
+
+
+def test_a_new_address_lifts_a_bounce_but_not_an_unsubscribe(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    from orchestrator.runtime.ingest import get_profile, put_profile
+    from orchestrator.store.database import make_engine, upgrade
+    from orchestrator.store.rows import set_consent
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    put_profile(engine, "u", now, contact={"email": "old@x.com", "phone": "+14155550100"}, attributes=None, consent={})
+    with engine.begin() as conn:
+        set_consent(conn, "u", "email", "bounced", "sendgrid", now)
+        set_consent(conn, "u", "sms", "unsubscribed", "sms_keyword", now)
+    put_profile(engine, "u", now, contact={"email": "old@x.com"}, attributes=None, consent={})
+    assert get_profile(engine, "u")["consent"] == {"email": "bounced", "sms": "unsubscribed"}  # type: ignore[index]
+    put_profile(engine, "u", now, contact={"email": "new@x.com", "phone": "+14155550199"}, attributes=None, consent={})
+    assert get_profile(engine, "u")["consent"] == {"email": "subscribed", "sms": "unsubscribed"}  # type: ignore[index]
