@@ -17,7 +17,7 @@ def zone(name: str | None, default: str = "UTC") -> ZoneInfo:
         if candidate:
             try:
                 return ZoneInfo(candidate)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory
                 continue
     return ZoneInfo("UTC")
 

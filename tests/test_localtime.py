@@ -185,3 +185,10 @@ def test_in_window_across_dst_changes():
     assert not in_window(utc(2026, 11, 1, 13), Q_START, Q_END, NY)  # 08:00 EST
     assert in_window(utc(2026, 11, 1, 5, 30), Q_START, Q_END, NY)  # 01:30 EDT
     assert in_window(utc(2026, 11, 1, 6, 30), Q_START, Q_END, NY)  # 01:30 EST
+
+
+def test_zone_names_that_are_directories_or_too_long_fall_back() -> None:
+    from orchestrator.localtime import zone
+
+    assert str(zone("America", "Europe/Paris")) == "Europe/Paris"
+    assert str(zone("x" * 300)) == "UTC"

@@ -91,7 +91,8 @@ consents = Table(
 )
 
 # Every accepted event, stored before the API answers 2xx. ``status``: pending | processed |
-# failed (parked with its ``error`` after ``attempts`` tries).
+# failed (parked with its ``error`` when applying it raised). ``attempts`` counts how often the
+# pump handed it out again (a lost task or a dead worker).
 events = Table(
     "events",
     metadata,
