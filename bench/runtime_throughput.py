@@ -247,7 +247,7 @@ def run(bench: Bench, args: argparse.Namespace, analyzer: Analyzer) -> None:
     print(f"broker                       Redis {bench.broker_url}, queue {bench.queue}")
     print(f"workers                      1 celery worker, prefork --concurrency {args.concurrency}, "
           f"JOURNEY_BATCH={runtime.settings.batch}, acks_late, prefetch 1; 1 `journey scheduler`, "
-          f"JOURNEY_TICK={runtime.settings.tick:g}")
+          f"JOURNEY_TICK={runtime.settings.tick:g}, JOURNEY_LEASE={runtime.settings.lease:g}")
     print("channel                      file adapter (JOURNEY_FILE_SINK in /dev/shm), email and push")
     print("feeding                      store_events x 1,000 events, then journey.process_users tasks "
           "via the Celery app (the API's path, no HTTP)")

@@ -22,6 +22,7 @@ import os
 import threading
 from typing import Any, Mapping
 
+import google.auth.exceptions
 import requests
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
@@ -105,6 +106,16 @@ class FcmChannel:
         for token in tokens:
             try:
                 r = self.session.post(url, json=self.payload(message, token), timeout=self.timeout)
+            except google.auth.exceptions.RefreshError as exc:
+                # The OAuth exchange was refused: nothing reached FCM for this token or the next.
+                if getattr(exc, "retryable", False):
+                    retry = retry or Retryable(f"FCM access token refresh failed: {exc}")
+                else:
+                    failed = f"FCM access token refused: {exc}"
+                break
+            except google.auth.exceptions.TransportError as exc:  # the token endpoint is unreachable
+                retry = retry or Retryable(f"cannot reach the OAuth token endpoint: {exc}")
+                break
             except requests.exceptions.ConnectionError as exc:
                 if isinstance(exc, requests.exceptions.ConnectTimeout) or "refused" in str(exc).lower():
                     retry = retry or Retryable(f"cannot reach FCM: {exc}")
@@ -118,7 +129,7 @@ class FcmChannel:
                 sent.append(r.json().get("name", ""))
                 continue
             code, status, text = _error(r)
-            if code in DEAD or (code == "INVALID_ARGUMENT" and "token" in text.lower()) or status == "NOT_FOUND":
+            if code in DEAD or (code == "INVALID_ARGUMENT" and "token" in text.lower()):
                 dead.append(token)
             elif r.status_code == 429 or r.status_code >= 500 or code in RETRY:
                 retry = retry or Retryable(f"FCM {r.status_code} {code or status}", retry_after(r.headers))

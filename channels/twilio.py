@@ -12,6 +12,7 @@ language of its own (the shipped templates carry it already).
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,9 +31,10 @@ except ImportError:  # pragma: no cover - older SDKs
     TwilioServiceException = TwilioRestException  # type: ignore[misc,assignment]
 
 # Twilio error codes that mean "this number will never work": invalid 'To', unsubscribed
-# recipient (STOP), not a mobile number, unreachable/blocked destination, landline.
-DEAD_NUMBER_CODES = frozenset({21211, 21610, 21612, 21614, 30003, 30005, 30006})
+# recipient (STOP), not a mobile number, unknown or unreachable destination.
+DEAD_NUMBER_CODES = frozenset({21211, 21610, 21612, 21614, 30005, 30006})  # not 30003: phone off
 OPT_OUT_TEXT = "Reply STOP to opt out."
+_OPT_OUT_WORD = re.compile(r"\bstop\b", re.IGNORECASE)  # "Reply STOP", not "nonstop"
 
 
 class ConfigurationError(Exception):
@@ -80,7 +82,7 @@ class TwilioChannel:
 
     @staticmethod
     def with_opt_out(to: str, body: str) -> str:
-        if to.startswith("+1") and "stop" not in body.lower():
+        if to.startswith("+1") and not _OPT_OUT_WORD.search(body):
             return f"{body} {OPT_OUT_TEXT}"
         return body
 

@@ -41,7 +41,7 @@ class WebhookChannel:
             headers["x-journey-signature"] = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
         try:
             r = self.http.post(self.url, content=body, headers=headers)
-        except httpx.ConnectError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # the request never left
             raise Retryable(f"cannot reach {self.url}: {exc}") from None
         except httpx.TransportError as exc:
             raise DeliveryUnknown(f"no answer from {self.url}: {exc!r}") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from .effects import Send
@@ -40,8 +40,11 @@ def message_context(
     channel: str,
     now: datetime,
     links_base: str,
+    unsubscribe_url: Callable[[str, str], str] | None = None,
 ) -> dict[str, Any]:
-    """The names a template can use; see docs/journey-language.md."""
+    """The names a template can use; see docs/journey-language.md. Production passes
+    ``unsubscribe_url`` (signed links to the API's unsubscribe page); previews show a
+    placeholder under ``links_base``."""
     tz = zone(user.get("timezone"), machine.delivery.timezone)
     return {
         "user": user,
@@ -52,7 +55,9 @@ def message_context(
         "variant": send.variant,
         "now": now.astimezone(tz),
         "unsubscribe_url": (
-            f"{links_base}/unsubscribe?user={_url_quote(str(run.user_id))}&channel={channel}"
+            unsubscribe_url(str(run.user_id), channel)
+            if unsubscribe_url is not None
+            else f"{links_base}/unsubscribe?user={_url_quote(str(run.user_id))}&channel={channel}"
         ),
     }
 
@@ -75,6 +80,7 @@ def prepare(
     now: datetime,
     renderer: Renderer,
     links_base: str = "https://example.invalid",
+    unsubscribe_url: Callable[[str, str], str] | None = None,
     *,
     view: Mapping[str, Any] | None = None,
 ) -> Prepared:
@@ -95,7 +101,9 @@ def prepare(
         case Defer():
             return Prepared("defer", reason=decision.reason, until=decision.until)
         case Deliver():
-            ctx = message_context(machine, run, user, send, decision.channel, now, links_base)
+            ctx = message_context(
+                machine, run, user, send, decision.channel, now, links_base, unsubscribe_url
+            )
             try:
                 message = renderer.render(decision.channel, send.template, ctx)
             except RenderError as exc:

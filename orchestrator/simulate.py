@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .apply import apply_outcome
@@ -131,6 +132,7 @@ class Result:
 
 # Agenda item kinds, in the order they run when due at the same instant.
 _EVENT, _TIMER, _MESSAGE = 0, 1, 2
+_time_of = itemgetter(0)
 
 
 class Simulator:
@@ -161,7 +163,8 @@ class Simulator:
         self.history: dict[str, list[Sent]] = defaultdict(list)
         self.timeline: list[Entry] = []
         self.summary = Summary(users=len(self.profiles))
-        self._agenda: list[tuple[datetime, int, int, Any]] = []
+        self._agenda: list[tuple[datetime, int, int, Any]] = []  # timers and deferred messages
+        self._events_left: list[tuple[datetime, Event]] = []  # events after a run's ``until``
         self._seq = 0
         self._run_counter = 0
         self.steps_handled = 0  # agenda items: events, timers and deferred messages
@@ -173,27 +176,46 @@ class Simulator:
         heapq.heappush(self._agenda, (at, kind, self._seq, item))
 
     def run(self, events: Iterable[Event], start: datetime, until: datetime) -> Result:
-        with _gc_tuned_for_bulk():
+        with _gc_paused():
             return self._run(events, start, until)
 
     def _run(self, events: Iterable[Event], start: datetime, until: datetime) -> Result:
         self._now = start
-        for ev in events:
-            self._push(max(ev.at, start), _EVENT, ev)
+        # The users' events are known up front, so they wait in a list sorted by time (stably:
+        # input order at equal times) instead of in the heap, which then only holds what the
+        # run schedules (timers and deferred messages) and stays small. The two are merged as
+        # one agenda ordered exactly as (time, kind, arrival): at equal times an event first.
+        events_due = sorted(
+            [*self._events_left, *((max(ev.at, start), ev) for ev in events)], key=_time_of
+        )
+        agenda = self._agenda
+        next_event = 0
         processed = 0
-        while self._agenda and self._agenda[0][0] <= until:
-            at, kind, _, item = heapq.heappop(self._agenda)
-            self._now = at
-            self.steps_handled += 1
-            if kind == _EVENT:
-                self._on_event(item)
+        while True:
+            if next_event < len(events_due) and (
+                not agenda or events_due[next_event][0] <= agenda[0][0]
+            ):
+                at, ev = events_due[next_event]
+                if at > until:
+                    break
+                next_event += 1
+                self._now = at
+                self.steps_handled += 1
+                self._on_event(ev)
                 processed += 1
                 if self.on_progress and processed % 1000 == 0:
                     self.on_progress(processed)
-            elif kind == _TIMER:
-                self._on_timer(item)
+            elif agenda and agenda[0][0] <= until:
+                at, kind, _, item = heapq.heappop(agenda)
+                self._now = at
+                self.steps_handled += 1
+                if kind == _TIMER:
+                    self._on_timer(item)
+                else:
+                    self._deliver(*item)
             else:
-                self._deliver(*item)
+                break
+        self._events_left = events_due[next_event:]  # after ``until``: for a later run()
         if self.on_progress:
             self.on_progress(processed)
         self.summary.in_progress = sum(1 for r in self.runs.values() if not r.finished)
@@ -354,43 +376,43 @@ class Simulator:
 
 
 @contextmanager
-def _gc_tuned_for_bulk() -> Iterator[None]:
-    """Cheaper garbage collection while a dry-run builds its large, long-lived timeline.
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a dry-run builds its large, long-lived timeline.
 
     A run allocates millions of objects that live to its end (timeline entries, runs, message
-    contexts) and almost no reference cycles, so CPython's default settings spend much of the
-    run re-scanning them in ever larger full collections. Meanwhile: objects from before the
-    run are frozen out of collection (unless the caller froze objects already: we must not
-    unfreeze theirs), young collections run less often and full collections wait until the
-    end of the run; cycles still die in young collections. Only the outermost of overlapping
-    runs (nested or in threads) tunes, and it restores the previous settings.
+    contexts), and CPython's collector would scan each of them at least twice for nothing:
+    the engine, the simulator and the templates make next to no reference cycles (plain
+    dicts, tuples and frozen dataclasses; a 100,000-user run leaves none to collect), and
+    reference counting frees everything else at once. So the collector is off during the
+    run; afterwards the objects the run created are moved to the oldest generation (a
+    ``gc.freeze()`` and ``gc.unfreeze()`` pair) rather than left in the youngest one to be
+    scanned all at once by the next collection, and the collector is switched back on.
+    Only the outermost of overlapping runs (nested or in threads) does this. If the caller
+    has frozen objects itself, we leave the generations alone (an unfreeze would release its
+    objects as well).
     """
-    global _gc_tuning_depth
-    with _gc_tuning_lock:
-        outermost = _gc_tuning_depth == 0
-        _gc_tuning_depth += 1
+    global _gc_pause_depth
+    with _gc_pause_lock:
+        outermost = _gc_pause_depth == 0
+        _gc_pause_depth += 1
         if outermost:
-            thresholds = gc.get_threshold()
-            freeze = gc.get_freeze_count() == 0
-            if freeze:
-                gc.freeze()
-            gc.set_threshold(*_GC_DURING_RUN)
+            was_enabled = gc.isenabled()
+            gc.disable()
     try:
         yield
     finally:
-        with _gc_tuning_lock:
-            _gc_tuning_depth -= 1
+        with _gc_pause_lock:
+            _gc_pause_depth -= 1
             if outermost:
-                gc.set_threshold(*thresholds)
-                if freeze:
+                if gc.get_freeze_count() == 0:
+                    gc.freeze()
                     gc.unfreeze()
+                if was_enabled:
+                    gc.enable()
 
 
-# (young, middle, full): a young collection every 50,000 net allocations instead of 700, and no
-# full collection during the run (CPython also skips one until the heap grew by a quarter).
-_GC_DURING_RUN = (50_000, 20, 1_000_000)
-_gc_tuning_lock = threading.Lock()
-_gc_tuning_depth = 0
+_gc_pause_lock = threading.Lock()
+_gc_pause_depth = 0
 
 
 def default_events(

@@ -21,6 +21,7 @@ import json
 import time
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import parse_qsl
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,7 +44,7 @@ SENDGRID_EVENTS = {"processed": "processed", "delivered": "delivered", "bounce":
 TWILIO_STATUS = {"queued": "sent", "accepted": "sent", "sending": "sent", "sent": "sent",
                  "delivered": "delivered", "undelivered": "undelivered", "failed": "failed",
                  "read": "opened"}
-DEAD_NUMBER_CODES = {"21211", "21610", "21612", "21614", "30003", "30005", "30006"}
+DEAD_NUMBER_CODES = {"21211", "21610", "21612", "21614", "30005", "30006"}  # 30003 (phone off) is temporary
 
 
 def verify_sendgrid(public_key_b64: str, body: bytes, signature_b64: str, timestamp: str) -> bool:
@@ -102,7 +103,10 @@ def add_webhook_routes(app: FastAPI, runtime: Runtime) -> None:
             batch.append(ProviderEvent(
                 provider="sendgrid",
                 event_id=str(item.get("sg_event_id") or f"{sg_id}:{item.get('event')}:{item.get('timestamp')}"),
-                event=SENDGRID_EVENTS[item["event"]], at=at,
+                # A "blocked" bounce is the receiving server refusing for now (often a
+                # reputation block), not a dead address: the delivery failed, consent stands.
+                event="failed" if item["event"] == "bounce" and item.get("type") == "blocked"
+                else SENDGRID_EVENTS[item["event"]], at=at,
                 delivery_key=item.get("delivery_id"), provider_id=sg_id.split(".")[0] or None,
                 payload={k: item[k] for k in ("event", "reason", "type", "url", "status") if k in item},
             ))
@@ -113,7 +117,9 @@ def add_webhook_routes(app: FastAPI, runtime: Runtime) -> None:
     async def _twilio_form(request: Request) -> tuple[dict[str, str] | None, Response | None]:
         if not settings.twilio_auth_token:
             return None, _refuse("TWILIO_AUTH_TOKEN is not configured: every request is refused")
-        form = {k: str(v) for k, v in (await request.form()).items()}
+        # Twilio posts application/x-www-form-urlencoded; parsed here, not with request.form(),
+        # which needs the optional python-multipart package (not a dependency: a 500 without it).
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not RequestValidator(settings.twilio_auth_token).validate(
             _public_url(runtime, request), form, signature
@@ -175,7 +181,7 @@ def add_webhook_routes(app: FastAPI, runtime: Runtime) -> None:
         # GET never unsubscribes: mail scanners follow links. The button POSTs.
         if _verify(token) is None:
             return _page("Link not valid", "This unsubscribe link is not valid.", status=400)
-        return _page("Unsubscribe", "Stop receiving these messages?", form_action=f"/v1/unsubscribe/{token}")
+        return _page("Unsubscribe", "Stop receiving these messages?", form_action=f"{settings.links_base}/v1/unsubscribe/{token}")
 
     @app.post("/v1/unsubscribe/{token}")
     def unsubscribe_post(token: str) -> HTMLResponse:

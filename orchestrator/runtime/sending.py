@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, case, insert, literal, select, update
 
 from channels.base import (
     Channel, DeliveryUnknown, Failed, OutboundMessage, Rejected, Retryable, load_channel,
@@ -32,9 +32,13 @@ from ..links import LinkSigner
 from .ratelimit import RateLimiter
 from ..store.rows import load_history, load_runs, lock_profiles, set_consent, upsert_ignore
 from ..store.schema import activity, consents, deliveries, outbox, profiles
+from .feedback import RANK
 from .journeys import JourneyRegistry
 
 log = logging.getLogger(__name__)
+# Ledger states past "sent" that only provider webhooks set (runtime/feedback.py); the outcome of
+# the send call, written after the whole batch, must not move a row back from them.
+WEBHOOK_FINAL = tuple(sorted(s for s, rank in RANK.items() if rank > RANK["sent"]))
 HISTORY = timedelta(days=31)  # longest frequency-cap window honoured
 
 
@@ -126,7 +130,8 @@ def send_messages(
                 machine = registry.machine(conn, row["version"])
                 send = Send(row["run_id"], row["step"], row["template"], tuple(row["channels"]),
                             row["prefer_user"], row["generation"], row["variant"])
-                p = prepare(machine, send, run, views[row["user_id"]], user_history, now, renderer, links_base)
+                p = prepare(machine, send, run, views[row["user_id"]], user_history, now, renderer,
+                            links_base, signer.unsubscribe_url if signer else None)
             except Exception as exc:  # noqa: BLE001 - one user's data: park this message, not the batch
                 log.exception("outbox %s: parked", row["id"])
                 conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
@@ -269,13 +274,18 @@ def send_messages(
             else:
                 box.update(reason="unknown_outcome", detail=error)
                 result.unknown += 1
-            conn.execute(update(deliveries).where(deliveries.c.id == ledger_id).values(**ledger))
+            # A provider webhook may already have moved the row on (delivered, bounced): keep that.
+            conn.execute(update(deliveries).where(deliveries.c.id == ledger_id,
+                                                  deliveries.c.status.notin_(WEBHOOK_FINAL)).values(**ledger))
             conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**box))
         if sent_ledger:
             conn.execute(
                 update(deliveries).where(deliveries.c.id == bindparam("b_id")).values(
-                    status="sent", error=None, updated_at=now, provider_id=bindparam("b_provider_id"),
-                    sent_at=now),
+                    # "delivered" or "bounced" from a webhook that beat this write: never back to
+                    # "sent" (literal() binds: executemany cannot take an expanding IN)
+                    status=case((deliveries.c.status.in_([literal(s) for s in WEBHOOK_FINAL]),
+                                 deliveries.c.status), else_="sent"),
+                    error=None, updated_at=now, provider_id=bindparam("b_provider_id"), sent_at=now),
                 sent_ledger,
             )
             conn.execute(update(outbox).where(outbox.c.id.in_(sent_box)).values(status="sent", updated_at=now))

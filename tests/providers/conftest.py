@@ -10,7 +10,7 @@ import pytest
 from runtime.conftest import clock, db_url, fast_project, pg_url, sqlite_url  # noqa: F401
 from runtime.harness import make_harness, make_sqlite_harness  # noqa: F401
 
-from .fakes import FcmFake, SendGridFake, TwilioFake
+from .fakes import Blackhole, FcmFake, SendGridFake, TwilioFake
 
 
 @pytest.fixture
@@ -32,3 +32,10 @@ def fcm() -> Iterator[FcmFake]:
     fake = FcmFake()
     yield fake
     fake.close()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[Blackhole]:
+    hole = Blackhole()
+    yield hole
+    hole.close()

@@ -156,6 +156,7 @@ class SendGridFake(FakeServer):
     def __init__(self, api_key: str = "SG.test-key") -> None:
         self.api_key = api_key
         self.mails: list[Recorded] = []  # accepted sends
+        self.message_ids: list[str] = []  # the X-Message-Id of each accepted send
         super().__init__()
 
     def answer(self, req: Recorded) -> Reply | str:
@@ -184,7 +185,9 @@ class SendGridFake(FakeServer):
         self.mails.append(req)
         if ((mail.get("mail_settings") or {}).get("sandbox_mode") or {}).get("enable"):
             return Reply(200)
-        return Reply(202, b"", {"X-Message-Id": secrets.token_urlsafe(16)})
+        message_id = secrets.token_urlsafe(16)
+        self.message_ids.append(message_id)
+        return Reply(202, b"", {"X-Message-Id": message_id})
 
     # scripted replies
     @staticmethod
@@ -238,6 +241,7 @@ class TwilioFake(FakeServer):
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.messages: list[Recorded] = []  # accepted sends
+        self.sids: list[str] = []  # the Message SIDs handed out, in order
         super().__init__()
 
     def answer(self, req: Recorded) -> Reply | str:
@@ -259,6 +263,7 @@ class TwilioFake(FakeServer):
             return self.error(400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message.")
         self.messages.append(req)
         sid = "SM" + secrets.token_hex(16)
+        self.sids.append(sid)
         now = formatdate(usegmt=False)
         return Reply(201, {
             "account_sid": self.account_sid, "api_version": "2010-04-01", "body": form["Body"],
@@ -434,3 +439,45 @@ class FcmFake(FakeServer):
     @classmethod
     def unavailable(cls) -> Reply:
         return cls.error(503, "UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable.")
+
+
+class Blackhole:
+    """A loopback port whose accept queue is full: connection attempts get no answer at all, so
+    a client sees a *connect* timeout (the request never left)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.fillers = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(self.listener.getsockname())
+            except BlockingIOError:
+                pass
+            self.fillers.append(c)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def close(self) -> None:
+        for c in self.fillers:
+            c.close()
+        self.listener.close()
+
+
+# -- a partner's endpoint for the webhook plug-in channel -----------------------------------
+
+class ReceiverFake(FakeServer):
+    """Any JSON endpoint: 200 with ``X-Message-Id`` unless scripted."""
+
+    def __init__(self) -> None:
+        self.accepted: list[Recorded] = []
+        super().__init__()
+
+    def answer(self, req: Recorded) -> Reply | str:
+        scripted = self.next_scripted()
+        if scripted is not None:
+            return scripted
+        self.accepted.append(req)
+        return Reply(200, {"ok": True}, {"X-Message-Id": f"msg-{len(self.accepted)}"})
