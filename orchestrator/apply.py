@@ -28,16 +28,17 @@ def apply_outcome(sink: EffectSink, outcome: Outcome, now: datetime) -> None:
     run = outcome.run
     sink.save_run(run)
     for effect in outcome.effects:
+        # Most frequent first; the effect types are disjoint, so the order changes nothing else.
         match effect:
-            case Entered():
-                sink.record_entry(run, effect, now)
             case Send():
                 sink.queue_message(run, effect, now)
             case StartTimer():
                 sink.schedule_timer(run, effect)
+            case Exited():
+                sink.record_exit(run, effect, now)
+            case Entered():
+                sink.record_entry(run, effect, now)
             case CancelTimer():
                 sink.cancel_timer(run, effect)
             case UpdateProfile():
                 sink.update_profile(effect.user_id, effect.changes)
-            case Exited():
-                sink.record_exit(run, effect, now)

@@ -8,11 +8,51 @@ for the timeline and for statistics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, TypeVar, Union
+
+_Record = TypeVar("_Record")
 
 
+def quick_init(cls: type[_Record]) -> type[_Record]:
+    """Give a frozen dataclass an equivalent ``__init__`` that is about a third faster.
+
+    The ``__init__`` that ``@dataclass(frozen=True)`` writes sets every field through
+    ``object.__setattr__(self, name, value)``, looking the method up and binding it again for
+    each field. This one binds it once per instance (as attrs does): same parameters, same
+    defaults, same resulting object. It matters because the engine and the dry-run create
+    several of these small records for every step they take. Only plain fields are supported
+    (no ``default_factory``, ``init=False``, keyword-only fields or ``__post_init__``); the
+    decorator refuses anything else rather than change its meaning.
+    """
+    namespace: dict[str, Any] = {"_object_setattr": object.__setattr__}
+    params: list[str] = []
+    body: list[str] = []
+    for f in fields(cls):  # type: ignore[arg-type]
+        if not f.init or f.kw_only or f.default_factory is not MISSING or f.name in ("self", "set_"):
+            raise TypeError(f"quick_init does not support the field {cls.__name__}.{f.name}")
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    set_({f.name!r}, {f.name})")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"quick_init does not support {cls.__name__}.__post_init__")
+    source = (
+        f"def __init__(self, {', '.join(params)}):\n"
+        "    set_ = _object_setattr.__get__(self)\n" + "\n".join(body) + "\n"
+    )
+    exec(source, namespace)  # noqa: S102 - generated from the field names, like dataclasses does
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = dict(cls.__init__.__annotations__)  # type: ignore[misc]
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Entered:
     run_id: str
@@ -21,6 +61,7 @@ class Entered:
     restarted: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Send:
     """Queue one message; the channel is chosen at send time by the delivery policy."""
@@ -34,6 +75,7 @@ class Send:
     variant: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StartTimer:
     run_id: str
@@ -42,18 +84,21 @@ class StartTimer:
     step: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
     run_id: str
     generation: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class UpdateProfile:
     user_id: str
     changes: Mapping[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Exited:
     run_id: str

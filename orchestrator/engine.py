@@ -31,7 +31,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from .effects import CancelTimer, Effect, Entered, Exited, Send, StartTimer, UpdateProfile
+from .effects import (
+    CancelTimer,
+    Effect,
+    Entered,
+    Exited,
+    Send,
+    StartTimer,
+    UpdateProfile,
+    quick_init,
+)
 from .localtime import next_local_time, parse_hhmm, zone
 from .machine import (
     BranchState,
@@ -53,6 +62,7 @@ MAX_STEPS_PER_ADVANCE = 1000
 _conditions = Conditions()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Event:
     user_id: str
@@ -61,6 +71,7 @@ class Event:
     properties: Mapping[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TimerFired:
     run_id: str
@@ -94,6 +105,7 @@ class Run(NamedTuple):
         return self.status == "finished"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     run: Run

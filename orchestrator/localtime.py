@@ -47,14 +47,19 @@ def next_local_time(now: datetime, clock: time, tz: ZoneInfo) -> datetime:
 
 def _next_from(now: datetime, local_date: date, clock: time, tz: ZoneInfo) -> datetime:
     """:func:`next_local_time`, given the local calendar date of ``now`` in ``tz``."""
-    for days in range(0, 3):
+    day = local_date
+    for _ in range(3):
         # The first occurrence of ``clock`` that day, then its repeat if the clock shows it
         # twice (fall back): from inside the repeated hour, that second occurrence is the next
         # one, not tomorrow's.
-        for candidate in _occurrences(local_date + timedelta(days=days), clock, clock.fold, tz):
+        for candidate in _occurrences(day, clock, clock.fold, tz):
             if candidate > now:
                 return candidate
+        day += _ONE_DAY
     raise AssertionError("unreachable: a clock time recurs every day")
+
+
+_ONE_DAY = timedelta(days=1)
 
 
 @lru_cache(maxsize=4096)

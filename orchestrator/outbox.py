@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
-from .effects import Send
+from .effects import Send, quick_init
 from .engine import Run, user_view
 from .errors import RenderError
 from .localtime import zone
@@ -20,6 +20,7 @@ from .policies import Defer, Deliver, Sent, Skip, decide
 from .render import Rendered, Renderer
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """What happens to one queued message now."""

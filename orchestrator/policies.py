@@ -27,6 +27,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 from .durations import format_duration
+from .effects import quick_init
 from .localtime import parse_hhmm, window_end, zone
 from .machine import Cap, Delivery
 
@@ -34,12 +35,14 @@ CONTACT_FIELD = {"email": "email", "sms": "phone", "push": "push_tokens"}
 CONTACT_LABEL = {"email": "no email address", "sms": "no phone number", "push": "no push token"}
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Deliver:
     channel: str
     fell_back_from: tuple[str, ...] = ()  # channels passed over, e.g. ("push",)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Skip:
     # unsubscribed | no_consent | no_contact | no_reachable_channel | frequency_cap |
@@ -48,6 +51,7 @@ class Skip:
     detail: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Defer:
     until: datetime
@@ -57,6 +61,7 @@ class Defer:
 Decision = Deliver | Skip | Defer
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Sent:
     """One message in a user's history, for frequency caps."""

@@ -212,7 +212,8 @@ class Simulator:
                 if kind == _TIMER:
                     self._on_timer(item)
                 else:
-                    self._deliver(*item)
+                    run_id, send = item
+                    self._deliver(self.runs[run_id], send)
             else:
                 break
         self._events_left = events_due[next_event:]  # after ``until``: for a later run()
@@ -240,7 +241,10 @@ class Simulator:
         outcome = advance(
             self.machine, run, timer, self.profiles[run.user_id], self._now, view=self._view(run.user_id)
         )
-        if outcome.effects:
+        if not outcome.effects:
+            if outcome.run is run:
+                return  # a stale timer (the run moved on): applying it would change nothing
+        else:
             self.summary.steps_applied += 1
         apply_outcome(self, outcome, self._now)
 
@@ -315,11 +319,12 @@ class Simulator:
         )
 
     def queue_message(self, run: Run, send: Send, now: datetime) -> None:
-        self._deliver(run.run_id, send)
+        self._deliver(run, send)
 
     # -- the outbox -------------------------------------------------------------------------
-    def _deliver(self, run_id: str, send: Send) -> None:
-        run = self.runs[run_id]
+    def _deliver(self, run: Run, send: Send) -> None:
+        """Decide and render ``send`` now for ``run`` (the run as it is now, not as it was when
+        the message was queued: it may have ended or restarted since)."""
         history = self.history[run.user_id]
         p = prepare(
             self.machine,
@@ -334,7 +339,7 @@ class Simulator:
         if p.action == "defer":
             assert p.until is not None
             self.summary.deferred += 1
-            self._push(p.until, _MESSAGE, (run_id, send))
+            self._push(p.until, _MESSAGE, (run.run_id, send))
             self._log(
                 Entry(run.user_id, self._now, "defer", send.step, reason=p.reason,
                       until=p.until, variant=send.variant)
