@@ -253,4 +253,7 @@ def production_app() -> FastAPI:
     from .runtime.dispatch import CeleryDispatcher
 
     settings = Settings.from_env()
+    if not settings.secret_key:
+        log.warning("JOURNEY_SECRET_KEY is not set: emails carry no working unsubscribe link and "
+                    "the unsubscribe page refuses every link; set it (see docs/operations.md)")
     return create_app(Runtime.create(settings), CeleryDispatcher(celery_app, settings.queue))

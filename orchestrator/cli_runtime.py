@@ -84,4 +84,6 @@ def serve(host: str, port: int, database_url: str | None) -> None:
         key = secrets.token_urlsafe(24)
         s = replace(s, api_keys=frozenset({key}))
         click.echo(f"No JOURNEY_API_KEYS set; this session's API key is: {key}")
+    if not s.secret_key:
+        s = replace(s, secret_key=secrets.token_urlsafe(32))  # signs this session's unsubscribe links
     run_embedded(s, host, port)

@@ -30,7 +30,8 @@ def quick_init(cls: type[_Record]) -> type[_Record]:
     params: list[str] = []
     body: list[str] = []
     for f in fields(cls):  # type: ignore[arg-type]
-        if not f.init or f.kw_only or f.default_factory is not MISSING or f.name in ("self", "set_"):
+        plain = f.init and not f.kw_only and f.default_factory is MISSING
+        if not plain or f.name in ("self", "set_"):
             raise TypeError(f"quick_init does not support the field {cls.__name__}.{f.name}")
         if f.default is MISSING:
             params.append(f.name)

@@ -344,7 +344,8 @@ def _finish(
     effects: list[Effect],
     variants: tuple[tuple[str, str], ...] | None = None,
 ) -> Outcome:
-    run = _finished(run, step, reason, converted, now, run.variants if variants is None else variants)
+    variants = run.variants if variants is None else variants
+    run = _finished(run, step, reason, converted, now, variants)
     effects.append(Exited(run.run_id, step, reason, converted))
     return Outcome(run, tuple(effects))
 

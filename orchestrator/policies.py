@@ -105,7 +105,7 @@ def quiet_until(delivery: Delivery, user: Mapping[str, Any], now: datetime) -> d
     """When the user's quiet hours end, if ``now`` is inside them."""
     if not delivery.quiet_hours:
         return None
-    start, end = _clock_window(delivery.quiet_hours)
+    start, end = _clock_window(tuple(delivery.quiet_hours))
     return window_end(now, start, end, zone(user.get("timezone"), delivery.timezone))
 
 

@@ -30,10 +30,13 @@ from pydantic import (
     Field,
     PlainValidator,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
-from .durations import parse_clock, parse_duration, parse_percent
+from .durations import format_duration, parse_clock, parse_duration, parse_percent
+
+MAX_CAP_WINDOW = 31 * 86400  # seconds; production loads this much message history for caps
 
 CHANNELS = ("email", "sms", "push")
 STEP_KINDS = ("send", "wait", "wait_for", "branch", "split", "update_profile", "exit")
@@ -196,6 +199,15 @@ class FrequencyCap(_Strict):
     max: int = Field(gt=0, description="At most this many messages ...")
     per: Duration = Field(description="... in any window this long, e.g. 1d.")
     channel: Channel | None = Field(None, description="Count one channel only; all if absent.")
+
+    @field_validator("per")
+    @classmethod
+    def _at_most_a_month(cls, v: int) -> int:
+        # Production keeps 31 days of message history for caps; a longer window could not be
+        # enforced there, so the dry-run would promise what production does not do.
+        if v > MAX_CAP_WINDOW:
+            raise ValueError(f"a frequency cap window can be at most 31d (got {format_duration(v)})")
+        return v
 
 
 class DeliverySpec(_Strict):

@@ -1552,3 +1552,26 @@ def test_compile_text_raises_journey_errors(tp: TmpProject) -> None:
         tp.compile_text("trigger: {event: cart_updated}\nsteps:\n  - {id: a, wait: nope}\n")
     assert len(info.value.errors) == 1
     assert isinstance(tp.compile_text(FULL), Machine)
+
+
+def test_a_frequency_cap_window_longer_than_production_can_enforce_is_an_error(make_project) -> None:  # type: ignore[no-untyped-def]
+    """Production keeps 31 days of message history; a longer window is refused up front."""
+    from orchestrator.compiler import compile_journey
+    from orchestrator.errors import JourneyErrors
+
+    tp = make_project()
+    path = tp.write("journeys/j.yaml", (
+        "trigger: {event: app_installed}\n"
+        "delivery:\n"
+        "  frequency_caps:\n"
+        "    - {max: 1, per: 40d}\n"
+        "steps:\n"
+        "  - id: hello\n"
+        "    send: {channel: email, template: welcome}\n"
+    ))
+    with pytest.raises(JourneyErrors) as err:
+        compile_journey(path, tp.project)
+    assert "at most 31d (got 40d)" in str(err.value)
+    assert "j.yaml:4" in str(err.value)
+    tp.write("journeys/j.yaml", path.read_text().replace("40d", "31d"))
+    compile_journey(path, tp.project)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ..links import LinkSigner
 from ..project import Project
@@ -18,8 +18,8 @@ from ..store.database import make_engine
 from .config import Settings
 from .journeys import JourneyRegistry, deploy
 from .ratelimit import RateLimiter
-from .sending import ChannelRouter, SendReport, send_messages
-from .work import Done, fire_timers, process_users
+from .sending import ChannelRouter, Claimed, SendReport, claim_queued, deliver, send_messages
+from .work import Claim, Done, fire_timers, process_users
 
 
 def utcnow() -> datetime:
@@ -62,18 +62,35 @@ class Runtime:
         self.registry.forget_current()
         return list(out)
 
-    # The three kinds of work. Each sends, right away, the messages its batch queued.
+    # The three kinds of work. Each sends, right away, the messages its batch queued: they are
+    # decided and their ledger rows written in the batch's own transaction, under the locks it
+    # already holds; the providers are called once it has committed.
     def process_users(self, user_ids: Sequence[str]) -> Done:
-        done = process_users(self.engine, self.registry, user_ids, self.clock())
-        if done.messages:
-            self.send_messages(done.messages)
+        now = self.clock()
+        done = process_users(self.engine, self.registry, user_ids, now, claim=self._claim(now))
+        self._deliver(done, now)
         return done
 
     def fire_timers(self, timer_ids: Sequence[int]) -> Done:
-        done = fire_timers(self.engine, self.registry, timer_ids, self.clock())
-        if done.messages:
-            self.send_messages(done.messages)
+        now = self.clock()
+        done = fire_timers(self.engine, self.registry, timer_ids, now, claim=self._claim(now))
+        self._deliver(done, now)
         return done
+
+    def _claim(self, now: datetime) -> Claim:
+        s = self.settings
+
+        def claim(conn: Connection, ids: list[int], views: Mapping[str, dict[str, Any]]) -> Claimed:
+            return claim_queued(conn, self.registry, self.renderer, ids, views, now, lease=s.lease,
+                                links_base=s.links_base, signer=self.signer)
+
+        return claim
+
+    def _deliver(self, done: Done, now: datetime) -> None:
+        claimed: Claimed | None = done.claimed
+        if claimed is not None and claimed.calls:
+            deliver(self.engine, self.router, claimed.calls, now, claimed.report,
+                    max_attempts=self.settings.max_attempts, limiter=self.limiter)
 
     def send_messages(self, outbox_ids: Sequence[int]) -> SendReport:
         s = self.settings

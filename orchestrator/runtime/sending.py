@@ -15,10 +15,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
-from sqlalchemy import Engine, bindparam, case, insert, literal, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, insert, literal, select, update
 
 from channels.base import (
     Channel, DeliveryUnknown, Failed, OutboundMessage, Rejected, Retryable, load_channel,
@@ -30,7 +30,7 @@ from ..policies import Sent
 from ..render import Renderer
 from ..links import LinkSigner
 from .ratelimit import RateLimiter
-from ..store.rows import load_history, load_runs, lock_profiles, set_consent, upsert_ignore
+from ..store.rows import among, load_history, load_runs, lock_profiles, set_consent, upsert_ignore
 from ..store.schema import activity, consents, deliveries, outbox, profiles
 from .feedback import RANK
 from .journeys import JourneyRegistry
@@ -96,111 +96,187 @@ def send_messages(
     result = SendReport()
     if not ids:
         return result
-    calls: list[tuple[int, int, OutboundMessage, dict[str, Any]]] = []
-    notes: list[dict[str, Any]] = []  # activity rows, written with one statement per transaction
     with engine.begin() as conn:
         users = conn.execute(
-            select(outbox.c.user_id).where(outbox.c.id.in_(ids), outbox.c.status.in_(("pending", "sending")))
+            select(outbox.c.user_id).where(among(conn, outbox.c.id, ids), outbox.c.status.in_(("pending", "sending")))
         ).scalars()
         views = lock_profiles(conn, users)
         rows = conn.execute(
-            select(outbox).where(outbox.c.id.in_(ids), outbox.c.status.in_(("pending", "sending")))
+            select(outbox).where(among(conn, outbox.c.id, ids), outbox.c.status.in_(("pending", "sending")))
             .order_by(outbox.c.due_at, outbox.c.id)
         ).mappings().all()
         if not rows:
             return result
-        runs = load_runs(conn, (r["run_id"] for r in rows))
-        history = load_history(conn, views, now - HISTORY)
-        # Ledger rows already written for any channel these messages may go to (one query).
-        priors = _ledger_rows(conn, [_key(r, c) for r in rows if r["status"] == "pending" for c in r["channels"]])
-        to_send: list[tuple[dict[str, Any], Any, str, int | None]] = []
-        for row in rows:
-            if row["status"] == "sending":
-                if row["claimed_at"] is not None and row["claimed_at"] > now - timedelta(seconds=lease):
-                    result.busy += 1  # another process is sending it right now
-                    continue
-                _mark_unknown(conn, row, now)
-                result.unknown += 1
+        calls = claim_rows(conn, registry, renderer, rows, views, now, result, lease=lease,
+                           links_base=links_base, signer=signer)
+    return deliver(engine, router, calls, now, result, max_attempts=max_attempts, limiter=limiter)
+
+
+Call = tuple[int, int, OutboundMessage, dict[str, Any]]  # outbox id, ledger id, message, outbox row
+
+
+@dataclass
+class Claimed:
+    """Messages decided and written to the ledger inside a batch's transaction
+    (:func:`claim_queued`); :func:`deliver` sends them once that transaction has committed."""
+
+    calls: list[Call]
+    report: SendReport
+
+
+def claim_queued(
+    conn: Connection,
+    registry: JourneyRegistry,
+    renderer: Renderer,
+    outbox_ids: Iterable[int],
+    views: Mapping[str, dict[str, Any]],
+    now: datetime,
+    *,
+    lease: float = 60.0,
+    links_base: str = "http://127.0.0.1:8000",
+    signer: LinkSigner | None = None,
+) -> Claimed:
+    """Decide and claim the messages a batch has just queued, in the batch's own transaction,
+    which already holds their users' profile locks (``views``, as the batch left them): the
+    same decisions :func:`send_messages` makes, without locking and loading the users again.
+    The caller commits, then calls :func:`deliver`."""
+    result = SendReport()
+    ids = sorted(set(outbox_ids))
+    if not ids:
+        return Claimed([], result)
+    rows = conn.execute(
+        select(outbox).where(among(conn, outbox.c.id, ids), outbox.c.status.in_(("pending", "sending")))
+        .order_by(outbox.c.due_at, outbox.c.id)
+    ).mappings().all()
+    calls = claim_rows(conn, registry, renderer, rows, views, now, result, lease=lease,
+                       links_base=links_base, signer=signer)
+    return Claimed(calls, result)
+
+
+def claim_rows(
+    conn: Connection,
+    registry: JourneyRegistry,
+    renderer: Renderer,
+    rows: Sequence[Mapping[str, Any]],
+    views: Mapping[str, dict[str, Any]],
+    now: datetime,
+    result: SendReport,
+    *,
+    lease: float,
+    links_base: str,
+    signer: LinkSigner | None,
+) -> list[Call]:
+    """Under the users' locks: decide each outbox row, write the ledger rows and claim the
+    outbox rows ("sending"). Returns the provider calls to make once this commits."""
+    calls: list[Call] = []
+    notes: list[dict[str, Any]] = []  # activity rows, written with one statement per transaction
+    runs = load_runs(conn, (r["run_id"] for r in rows))
+    history = load_history(conn, {r["user_id"] for r in rows}, now - HISTORY)
+    # Ledger rows already written for any channel these messages may go to (one query).
+    priors = _ledger_rows(conn, [_key(r, c) for r in rows if r["status"] == "pending" for c in r["channels"]])
+    to_send: list[tuple[dict[str, Any], Any, str, int | None]] = []
+    for row in rows:
+        if row["status"] == "sending":
+            if row["claimed_at"] is not None and row["claimed_at"] > now - timedelta(seconds=lease):
+                result.busy += 1  # another process is sending it right now
                 continue
-            if row["due_at"] > now:
-                continue
-            user_history = history.setdefault(row["user_id"], [])
-            try:
-                run = runs[row["run_id"]]
-                machine = registry.machine(conn, row["version"])
-                send = Send(row["run_id"], row["step"], row["template"], tuple(row["channels"]),
-                            row["prefer_user"], row["generation"], row["variant"])
-                p = prepare(machine, send, run, views[row["user_id"]], user_history, now, renderer,
-                            links_base, signer.unsubscribe_url if signer else None)
-            except Exception as exc:  # noqa: BLE001 - one user's data: park this message, not the batch
-                log.exception("outbox %s: parked", row["id"])
-                conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
-                    status="failed", reason="error", detail=f"{type(exc).__name__}: {exc}", updated_at=now))
-                result.failed += 1
-                continue
-            if p.action == "defer":
-                assert p.until is not None
-                conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
-                    status="pending", due_at=p.until, claimed_at=None, reason=p.reason, updated_at=now))
-                notes.append(_note(row, now, "defer", None, p.reason, f"until {p.until.isoformat()}"))
-                result.deferred += 1
-                continue
-            if p.action == "skip":
-                conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
-                    status="skipped", channel=p.channel, reason=p.reason, detail=p.detail, updated_at=now))
-                notes.append(_note(row, now, "skip", p.channel, p.reason, p.detail))
-                result.skipped += 1
-                continue
-            assert p.channel is not None and p.message is not None
-            key = _key(row, p.channel)
-            if key not in priors:  # a channel outside the row's list: look it up on its own
-                priors.update(_ledger_rows(conn, [key]))
-            prior = priors.get(key)
-            if prior is not None and prior[1] != "retry":
-                # Already sent, or possibly sent: never again.
-                conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
-                    status=prior[1] if prior[1] != "sending" else "unknown", updated_at=now))
-                continue
-            user_history.append(Sent(p.channel, now))
-            to_send.append((dict(row), p, key, prior[0] if prior is not None else None))
-        # The ledger rows and the outbox claims, a few statements for the whole batch.
-        new = [(row, p, key) for row, p, key, ledger_id in to_send if ledger_id is None]
-        new_ids: list[int] = []
-        if new:
-            new_ids = list(conn.execute(
-                insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True),
-                [{"key": key, "outbox_id": row["id"], "run_id": row["run_id"], "user_id": row["user_id"],
-                  "journey": row["journey"], "step": row["step"], "variant": row["variant"],
-                  "channel": p.channel, "status": "sending", "segments": p.message.segments,
-                  "created_at": now, "updated_at": now} for row, p, key in new],
-            ).scalars())
-        retried = [ledger_id for _, _, _, ledger_id in to_send if ledger_id is not None]
-        if retried:
-            conn.execute(update(deliveries).where(deliveries.c.id.in_(retried)).values(
-                status="sending", created_at=now, updated_at=now))
-        if to_send:
-            conn.execute(
-                update(outbox).where(outbox.c.id == bindparam("b_id")).values(
-                    status="sending", channel=bindparam("b_channel"), claimed_at=now,
-                    detail=bindparam("b_detail"), updated_at=now),
-                [{"b_id": row["id"], "b_channel": p.channel, "b_detail": p.detail} for row, p, _, _ in to_send],
-            )
-        fresh = iter(new_ids)
-        for row, p, key, ledger_id in to_send:
-            if ledger_id is None:
-                ledger_id = next(fresh)
-            m = p.message
-            message = OutboundMessage(
-                delivery_id=key, channel=p.channel, to=_address(p.channel, views[row["user_id"]]),
-                subject=m.subject, body=m.body, html=m.html, link=m.link,
-                metadata={"journey": row["journey"], "step": row["step"], "variant": row["variant"],
-                          "run_id": row["run_id"], "user_id": row["user_id"],
-                          "segments": m.segments, "ledger_id": ledger_id},
-                unsubscribe_url=signer.unsubscribe_url(row["user_id"], p.channel) if signer else None,
-                status_callback=f"{links_base}/v1/webhooks/twilio/status?d={quote(key, safe='')}",
-            )
-            calls.append((row["id"], ledger_id, message, row))
-        _write_notes(conn, notes)
+            _mark_unknown(conn, row, now)
+            result.unknown += 1
+            continue
+        if row["due_at"] > now:
+            continue
+        user_history = history.setdefault(row["user_id"], [])
+        try:
+            run = runs[row["run_id"]]
+            machine = registry.machine(conn, row["version"])
+            send = Send(row["run_id"], row["step"], row["template"], tuple(row["channels"]),
+                        row["prefer_user"], row["generation"], row["variant"])
+            p = prepare(machine, send, run, views[row["user_id"]], user_history, now, renderer,
+                        links_base, signer.unsubscribe_url if signer else None)
+        except Exception as exc:  # noqa: BLE001 - one user's data: park this message, not the batch
+            log.exception("outbox %s: parked", row["id"])
+            conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
+                status="failed", reason="error", detail=f"{type(exc).__name__}: {exc}", updated_at=now))
+            result.failed += 1
+            continue
+        if p.action == "defer":
+            assert p.until is not None
+            conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
+                status="pending", due_at=p.until, claimed_at=None, reason=p.reason, updated_at=now))
+            notes.append(_note(row, now, "defer", None, p.reason, f"until {p.until.isoformat()}"))
+            result.deferred += 1
+            continue
+        if p.action == "skip":
+            conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
+                status="skipped", channel=p.channel, reason=p.reason, detail=p.detail, updated_at=now))
+            notes.append(_note(row, now, "skip", p.channel, p.reason, p.detail))
+            result.skipped += 1
+            continue
+        assert p.channel is not None and p.message is not None
+        key = _key(row, p.channel)
+        if key not in priors:  # a channel outside the row's list: look it up on its own
+            priors.update(_ledger_rows(conn, [key]))
+        prior = priors.get(key)
+        if prior is not None and prior[1] != "retry":
+            # Already sent, or possibly sent: never again.
+            conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
+                status=prior[1] if prior[1] != "sending" else "unknown", updated_at=now))
+            continue
+        user_history.append(Sent(p.channel, now))
+        to_send.append((dict(row), p, key, prior[0] if prior is not None else None))
+    # The ledger rows and the outbox claims, a few statements for the whole batch.
+    new = [(row, p, key) for row, p, key, ledger_id in to_send if ledger_id is None]
+    new_ids: list[int] = []
+    if new:
+        new_ids = list(conn.execute(
+            insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True),
+            [{"key": key, "outbox_id": row["id"], "run_id": row["run_id"], "user_id": row["user_id"],
+              "journey": row["journey"], "step": row["step"], "variant": row["variant"],
+              "channel": p.channel, "status": "sending", "segments": p.message.segments,
+              "created_at": now, "updated_at": now} for row, p, key in new],
+        ).scalars())
+    retried = [ledger_id for _, _, _, ledger_id in to_send if ledger_id is not None]
+    if retried:
+        conn.execute(update(deliveries).where(among(conn, deliveries.c.id, retried)).values(
+            status="sending", created_at=now, updated_at=now))
+    if to_send:
+        conn.execute(
+            update(outbox).where(outbox.c.id == bindparam("b_id")).values(
+                status="sending", channel=bindparam("b_channel"), claimed_at=now,
+                detail=bindparam("b_detail"), updated_at=now),
+            [{"b_id": row["id"], "b_channel": p.channel, "b_detail": p.detail} for row, p, _, _ in to_send],
+        )
+    fresh = iter(new_ids)
+    for row, p, key, ledger_id in to_send:
+        if ledger_id is None:
+            ledger_id = next(fresh)
+        m = p.message
+        message = OutboundMessage(
+            delivery_id=key, channel=p.channel, to=_address(p.channel, views[row["user_id"]]),
+            subject=m.subject, body=m.body, html=m.html, link=m.link,
+            metadata={"journey": row["journey"], "step": row["step"], "variant": row["variant"],
+                      "run_id": row["run_id"], "user_id": row["user_id"],
+                      "segments": m.segments, "ledger_id": ledger_id},
+            unsubscribe_url=signer.unsubscribe_url(row["user_id"], p.channel) if signer else None,
+            status_callback=f"{links_base}/v1/webhooks/twilio/status?d={quote(key, safe='')}",
+        )
+        calls.append((row["id"], ledger_id, message, row))
+    _write_notes(conn, notes)
+    return calls
+
+
+def deliver(
+    engine: Engine,
+    router: ChannelRouter,
+    calls: Sequence[Call],
+    now: datetime,
+    result: SendReport,
+    *,
+    max_attempts: int = 5,
+    limiter: RateLimiter | None = None,
+) -> SendReport:
+    """Call the providers for claimed messages (their ledger rows committed), then record the
+    outcomes in one transaction."""
     # The ledger rows are committed: a crash from here on leaves them "sending" -> unknown.
     outcomes = []
     dead_tokens: list[tuple[str, tuple[str, ...]]] = []
@@ -288,7 +364,7 @@ def send_messages(
                     error=None, updated_at=now, provider_id=bindparam("b_provider_id"), sent_at=now),
                 sent_ledger,
             )
-            conn.execute(update(outbox).where(outbox.c.id.in_(sent_box)).values(status="sent", updated_at=now))
+            conn.execute(update(outbox).where(among(conn, outbox.c.id, sent_box)).values(status="sent", updated_at=now))
         for user_id, tokens in dead_tokens:
             _remove_push_tokens(conn, user_id, tokens, now)
         _write_notes(conn, notes)
@@ -333,7 +409,7 @@ def _ledger_rows(conn: Any, keys: list[str]) -> dict[str, tuple[int, str] | None
     found: dict[str, tuple[int, str] | None] = dict.fromkeys(keys)
     if keys:
         for key, ledger_id, status in conn.execute(
-            select(deliveries.c.key, deliveries.c.id, deliveries.c.status).where(deliveries.c.key.in_(sorted(set(keys))))
+            select(deliveries.c.key, deliveries.c.id, deliveries.c.status).where(among(conn, deliveries.c.key, sorted(set(keys))))
         ):
             found[key] = (ledger_id, status)
     return found

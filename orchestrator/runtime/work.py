@@ -15,14 +15,14 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import Connection, Engine, select, update
 
 from ..apply import apply_outcome
 from ..engine import Event, Run, TimerFired, advance, route_event
 from ..machine import Machine
-from ..store.rows import load_runs, load_unfinished_runs, lock_profiles
+from ..store.rows import among, load_runs, load_unfinished_runs, lock_profiles
 from ..store.schema import events, timers
 from .journeys import JourneyRegistry
 from .sink import BatchSink
@@ -32,19 +32,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Done:
-    """What a batch did; ``messages`` are outbox ids queued by it, to send now."""
+    """What a batch did; ``messages`` are outbox ids queued by it, to send now; ``claimed``
+    what ``claim`` returned for them (already claimed in the batch's transaction)."""
 
     applied: int = 0
     skipped: int = 0
     failed: int = 0
     messages: tuple[int, ...] = ()
+    claimed: Any = None
+
+
+# Called inside a batch's transaction, under its users' locks, with the outbox ids the batch
+# queued and the users' profiles as the batch left them (see ``sending.claim_queued``).
+Claim = Callable[[Connection, list[int], Mapping[str, dict[str, Any]]], Any]
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def process_users(engine: Engine, registry: JourneyRegistry, user_ids: Iterable[str], now: datetime) -> Done:
+def process_users(engine: Engine, registry: JourneyRegistry, user_ids: Iterable[str], now: datetime,
+                  claim: Claim | None = None) -> Done:
     """Apply every pending event of these users, oldest first."""
     with engine.begin() as conn:
         views = lock_profiles(conn, user_ids)
@@ -52,7 +60,7 @@ def process_users(engine: Engine, registry: JourneyRegistry, user_ids: Iterable[
             return Done()
         pending = conn.execute(
             select(events.c.id, events.c.user_id, events.c.name, events.c.at, events.c.properties)
-            .where(events.c.user_id.in_(sorted(views)), events.c.status == "pending")
+            .where(among(conn, events.c.user_id, sorted(views)), events.c.status == "pending")
             .order_by(events.c.at, events.c.id)
         ).all()
         if not pending:
@@ -82,13 +90,15 @@ def process_users(engine: Engine, registry: JourneyRegistry, user_ids: Iterable[
         ids = batch.flush(conn)
         if done:
             conn.execute(
-                update(events).where(events.c.id.in_(done)).values(status="processed", processed_at=now)
+                update(events).where(among(conn, events.c.id, done)).values(status="processed", processed_at=now)
             )
         for ids_failed, error in failed:
             conn.execute(
-                update(events).where(events.c.id.in_(ids_failed)).values(status="failed", error=error)
+                update(events).where(among(conn, events.c.id, ids_failed)).values(status="failed", error=error)
             )
-        return Done(applied=len(done), failed=sum(len(i) for i, _ in failed), messages=tuple(ids))
+        claimed = claim(conn, ids, views) if claim is not None and ids else None
+        return Done(applied=len(done), failed=sum(len(i) for i, _ in failed), messages=tuple(ids),
+                    claimed=claimed)
 
 
 def _sink(machines: dict[str, Machine], now: datetime, known: set[str]) -> BatchSink:
@@ -144,20 +154,21 @@ def _apply(outcomes: list[Any], group: list[Run], sink: BatchSink, now: datetime
     return list(latest.values())
 
 
-def fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[int], now: datetime) -> Done:
+def fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[int], now: datetime,
+                claim: Claim | None = None) -> Done:
     """Fire these timers. A timer whose run moved on (newer generation, finished) is a no-op."""
     ids = sorted(set(timer_ids))
     if not ids:
         return Done()
     with engine.begin() as conn:
         users = conn.execute(
-            select(timers.c.user_id).where(timers.c.id.in_(ids), timers.c.status.in_(("pending", "claimed")))
+            select(timers.c.user_id).where(among(conn, timers.c.id, ids), timers.c.status.in_(("pending", "claimed")))
         ).scalars()
         views = lock_profiles(conn, users)
         # Read again under the users' locks: another worker may have fired some meanwhile.
         due = conn.execute(
             select(timers.c.id, timers.c.run_id, timers.c.generation)
-            .where(timers.c.id.in_(ids), timers.c.status.in_(("pending", "claimed")))
+            .where(among(conn, timers.c.id, ids), timers.c.status.in_(("pending", "claimed")))
             .order_by(timers.c.fire_at, timers.c.id)
         ).all()
         if not due:
@@ -185,10 +196,12 @@ def fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[i
         bad = {i for i, _ in failed}
         conn.execute(
             update(timers)
-            .where(timers.c.id.in_([t.id for t in due if t.id not in bad]))
+            .where(among(conn, timers.c.id, [t.id for t in due if t.id not in bad]))
             .values(status="done", fired_at=now)
         )
         for timer_id, error in failed:
             conn.execute(update(timers).where(timers.c.id == timer_id).values(status="failed", error=error))
         messages = sink.flush(conn)
-        return Done(applied=applied, skipped=skipped, failed=len(failed), messages=tuple(messages))
+        claimed = claim(conn, messages, views) if claim is not None and messages else None
+        return Done(applied=applied, skipped=skipped, failed=len(failed), messages=tuple(messages),
+                    claimed=claimed)

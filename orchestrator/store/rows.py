@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, ColumnElement, any_, insert, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..engine import Run
 from ..policies import Sent
@@ -15,8 +16,9 @@ from .schema import consents, deliveries, profiles, runs
 # Consent states that stop a channel for every journey.
 STOPPED = frozenset({"unsubscribed", "bounced", "spam", "rejected"})
 PROFILE_COLUMNS = ("email", "phone", "push_tokens", "timezone", "locale")
-# Ledger states that count as "a message went (or may have gone) out" for frequency caps.
-COUNTS_AS_SENT = ("sending", "sent", "unknown")
+# Ledger states that count as "a message went (or may have gone) out" for frequency caps;
+# "delivered" too: a provider's delivery report must not free a message's place under a cap.
+COUNTS_AS_SENT = ("sending", "sent", "unknown", "delivered")
 
 
 def run_from_row(row: Mapping[str, Any]) -> Run:
@@ -79,6 +81,16 @@ def upsert_ignore(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]
         conn.execute(insert(table).prefix_with("IGNORE"), list(rows))
 
 
+def among(conn: Connection, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``: one parameter whatever the
+    number of values, so the statement text is the same for every batch (psycopg caches its
+    conversion and prepares it; an ``IN`` list of 200 is re-parsed on every execution)."""
+    values = list(values)
+    if conn.dialect.name == "postgresql":
+        return column == any_(literal(values, ARRAY(column.type)))
+    return column.in_(values)
+
+
 def ensure_profiles(conn: Connection, user_ids: Iterable[str], now: datetime) -> None:
     rows = [
         {"user_id": u, "push_tokens": [], "attributes": {}, "created_at": now, "updated_at": now}
@@ -95,11 +107,11 @@ def lock_profiles(conn: Connection, user_ids: Iterable[str]) -> dict[str, dict[s
     if not ids:
         return {}
     rows = conn.execute(
-        select(profiles).where(profiles.c.user_id.in_(ids)).order_by(profiles.c.user_id).with_for_update()
+        select(profiles).where(among(conn, profiles.c.user_id, ids)).order_by(profiles.c.user_id).with_for_update()
     ).mappings()
     found = {r["user_id"]: dict(r) for r in rows}
     cons: dict[str, dict[str, str]] = {}
-    for c in conn.execute(select(consents).where(consents.c.user_id.in_(ids))).mappings():
+    for c in conn.execute(select(consents).where(among(conn, consents.c.user_id, ids))).mappings():
         cons.setdefault(c["user_id"], {})[c["channel"]] = c["status"]
     return {uid: profile_view(row, cons.get(uid, {})) for uid, row in found.items()}
 
@@ -134,7 +146,7 @@ def load_unfinished_runs(conn: Connection, user_ids: Iterable[str]) -> dict[str,
         return out
     q = (
         select(runs)
-        .where(runs.c.user_id.in_(ids), runs.c.status != "finished")
+        .where(among(conn, runs.c.user_id, ids), runs.c.status != "finished")
         .order_by(runs.c.entered_at, runs.c.run_id)
     )
     for row in conn.execute(q).mappings():
@@ -146,7 +158,7 @@ def load_runs(conn: Connection, run_ids: Iterable[str]) -> dict[str, Run]:
     ids = sorted(set(run_ids))
     if not ids:
         return {}
-    rows = conn.execute(select(runs).where(runs.c.run_id.in_(ids))).mappings()
+    rows = conn.execute(select(runs).where(among(conn, runs.c.run_id, ids))).mappings()
     return {r["run_id"]: run_from_row(r) for r in rows}
 
 
@@ -157,7 +169,7 @@ def load_history(conn: Connection, user_ids: Iterable[str], since: datetime) -> 
     if not ids:
         return out
     q = select(deliveries.c.user_id, deliveries.c.channel, deliveries.c.created_at).where(
-        deliveries.c.user_id.in_(ids),
+        among(conn, deliveries.c.user_id, ids),
         deliveries.c.created_at > since,
         deliveries.c.status.in_(COUNTS_AS_SENT),
     ).order_by(deliveries.c.created_at)
