@@ -280,8 +280,9 @@ def deliver(
     # The ledger rows are committed: a crash from here on leaves them "sending" -> unknown.
     outcomes = []
     dead_tokens: list[tuple[str, tuple[str, ...]]] = []
+    budget = [THROTTLE_BUDGET]  # seconds this batch may still sleep for rate-limit tokens
     for outbox_id, ledger_id, message, row in calls:
-        wait = _throttle(limiter, message.channel)
+        wait = _throttle(limiter, message.channel, budget)
         if wait:
             outcomes.append((outbox_id, ledger_id, message, row, "throttled", None, "provider rate limit", wait))
             continue
@@ -371,21 +372,25 @@ def deliver(
     return result
 
 
-MAX_THROTTLE_WAIT = 2.0  # seconds a worker waits for a rate-limit token before deferring
+MAX_THROTTLE_WAIT = 2.0  # seconds a worker waits for one rate-limit token before deferring
+# Seconds one batch may sleep for tokens in all: well inside any sensible lease, so a batch of
+# rate-limited messages never outlives its claim (the rest go back to the outbox instead).
+THROTTLE_BUDGET = 10.0
 
 
-def _throttle(limiter: RateLimiter | None, channel: str) -> float:
-    """0 when a token was taken (after waiting up to MAX_THROTTLE_WAIT); else the delay after
-    which the message should be tried again."""
+def _throttle(limiter: RateLimiter | None, channel: str, budget: list[float]) -> float:
+    """0 when a token was taken (after waiting up to MAX_THROTTLE_WAIT, within the batch's
+    ``budget``); else the delay after which the message should be tried again."""
     if limiter is None:
         return 0.0
     while True:
         wait = limiter.take(channel)
         if wait <= 0:
             return 0.0
-        if wait > MAX_THROTTLE_WAIT:
-            return wait
+        if wait > min(MAX_THROTTLE_WAIT, budget[0]):
+            return max(wait, 0.001)
         time.sleep(wait)
+        budget[0] -= wait
 
 
 def _remove_push_tokens(conn: Any, user_id: str, tokens: tuple[str, ...], now: datetime) -> None:

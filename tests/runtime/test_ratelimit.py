@@ -40,3 +40,15 @@ def test_burst_is_one_seconds_worth_and_unlimited_channels_pass(limiter: RateLim
     assert [limiter.take("email", t) for _ in range(10)] == [0.0] * 10
     assert limiter.take("email", t) == pytest.approx(0.1)
     assert all(limiter.take("push", t) == 0.0 for _ in range(100))  # no limit configured
+
+
+def test_a_batch_stops_sleeping_for_tokens_once_its_budget_is_spent(limiter: RateLimiter) -> None:
+    """A rate-limited batch must not outlive its claim: past the budget, messages go back to
+    the outbox instead of the worker sleeping."""
+    from orchestrator.runtime.sending import _throttle
+
+    budget = [1.5]
+    assert _throttle(limiter, "sms", budget) == 0.0  # a token at once
+    assert _throttle(limiter, "sms", budget) == 0.0  # waited about a second for the next
+    assert budget[0] < 0.6
+    assert _throttle(limiter, "sms", budget) > 0.0  # the next wait exceeds what is left: defer
