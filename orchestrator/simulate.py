@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import heapq
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -131,9 +131,10 @@ class Result:
 
 
 # Agenda item kinds, in the order they run when due at the same instant (events wait in a
-# list of their own, see Simulator._run; timers and deferred messages in the heap).
+# list of their own, see Simulator._run; timers and deferred messages in Simulator._due).
 _EVENT, _TIMER, _MESSAGE = 0, 1, 2
 _time_of = itemgetter(0)
+_Queue = deque[tuple[datetime, Any]]  # (due time, timer or deferred message), in arrival order
 
 
 class Simulator:
@@ -164,17 +165,42 @@ class Simulator:
         self.history: dict[str, list[Sent]] = defaultdict(list)
         self.timeline: list[Entry] = []
         self.summary = Summary(users=len(self.profiles))
-        self._agenda: list[tuple[datetime, int, int, Any]] = []  # timers and deferred messages
+        # Timers and deferred messages: a heap of the distinct times they are due at, and for
+        # each time its timers and its messages in arrival order (see _push and _pop).
+        self._due_times: list[datetime] = []
+        self._due: dict[datetime, tuple[_Queue, _Queue]] = {}
         self._events_left: list[tuple[datetime, Event]] = []  # events after a run's ``until``
-        self._seq = 0
         self._run_counter = 0
         self.steps_handled = 0  # agenda items: events, timers and deferred messages
         self._now = datetime.min.replace(tzinfo=_UTC)
 
     # -- the agenda -------------------------------------------------------------------------
     def _push(self, at: datetime, kind: int, item: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._agenda, (at, kind, self._seq, item))
+        """Schedule a timer or a deferred message. Items due at the same time run timers
+        first, each kind in arrival order: the order of one heap keyed on (time, kind,
+        arrival). But many items share a time (timers fire whole minutes or hours after
+        events that come at whole minutes, deferred messages wait for the same end of quiet
+        hours), so the heap only holds the distinct times and stays small."""
+        slot = self._due.get(at)
+        if slot is None:
+            slot = self._due[at] = (deque(), deque())
+            heapq.heappush(self._due_times, at)
+        slot[kind - _TIMER].append((at, item))
+
+    def _pop(self) -> tuple[datetime, int, Any]:
+        """The earliest timer or deferred message (the agenda must not be empty)."""
+        first = self._due_times[0]
+        timers, messages = self._due[first]
+        if timers:
+            at, item = timers.popleft()
+            kind = _TIMER
+        else:
+            at, item = messages.popleft()
+            kind = _MESSAGE
+        if not timers and not messages:
+            heapq.heappop(self._due_times)
+            del self._due[first]
+        return at, kind, item
 
     def run(self, events: Iterable[Event], start: datetime, until: datetime) -> Result:
         with _gc_paused():
@@ -183,18 +209,18 @@ class Simulator:
     def _run(self, events: Iterable[Event], start: datetime, until: datetime) -> Result:
         self._now = start
         # The users' events are known up front, so they wait in a list sorted by time (stably:
-        # input order at equal times) instead of in the heap, which then only holds what the
-        # run schedules (timers and deferred messages) and stays small. The two are merged as
-        # one agenda ordered exactly as (time, kind, arrival): at equal times an event first.
+        # input order at equal times) rather than with what the run schedules (timers and
+        # deferred messages, see _push). The two are merged as one agenda ordered exactly as
+        # (time, kind, arrival): at equal times an event first.
         events_due = sorted(
             [*self._events_left, *((max(ev.at, start), ev) for ev in events)], key=_time_of
         )
-        agenda = self._agenda
+        due = self._due_times
         next_event = 0
         processed = 0
         while True:
             if next_event < len(events_due) and (
-                not agenda or events_due[next_event][0] <= agenda[0][0]
+                not due or events_due[next_event][0] <= due[0]
             ):
                 at, ev = events_due[next_event]
                 if at > until:
@@ -206,8 +232,8 @@ class Simulator:
                 processed += 1
                 if self.on_progress and processed % 1000 == 0:
                     self.on_progress(processed)
-            elif agenda and agenda[0][0] <= until:
-                at, kind, _, item = heapq.heappop(agenda)
+            elif due and due[0] <= until:
+                at, kind, item = self._pop()
                 self._now = at
                 self.steps_handled += 1
                 if kind == _TIMER:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import heapq
 import pickle
+import random
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -21,7 +23,7 @@ from hypothesis import strategies as st
 
 from dryrun_helpers import START, ev, machine, renderer, user
 from engine_helpers import UTC, compile_yaml, utc
-from orchestrator import effects, engine, outbox, policies
+from orchestrator import effects, engine, outbox, policies, simulate
 from orchestrator.engine import user_view
 from orchestrator.localtime import at_local, in_window, next_local_time, window_end, zone
 from orchestrator.simulate import Simulator
@@ -109,6 +111,29 @@ def test_a_run_in_two_windows_equals_one_run():
     second = split.run([], middle, end)
     assert [e.to_dict() for e in second.timeline] == [e.to_dict() for e in whole.timeline]
     assert second.summary.to_dict() == whole.summary.to_dict()
+
+
+def test_the_agenda_pops_in_time_kind_arrival_order():
+    """_push/_pop against the plain heap they replace, with pushes while draining a time."""
+    rng = random.Random(5)
+    sim = Simulator(machine("cart_abandonment"), renderer(), [])
+    reference: list[tuple[datetime, int, int, int]] = []
+    popped, expected = [], []
+    times = [START + timedelta(minutes=rng.randint(0, 30)) for _ in range(12)]
+    for seq in range(3000):
+        if rng.random() < 0.55 or not reference:
+            at = rng.choice(times)
+            if rng.random() < 0.2:
+                at = at.astimezone(zone("Asia/Tokyo"))  # the same instant, another zone
+            kind = rng.choice([simulate._TIMER, simulate._MESSAGE])
+            sim._push(at, kind, seq)
+            heapq.heappush(reference, (at, kind, seq, seq))
+        else:
+            at, kind, item = sim._pop()
+            popped.append((at, at.tzinfo, kind, item))
+            ref_at, ref_kind, _, ref_item = heapq.heappop(reference)
+            expected.append((ref_at, ref_at.tzinfo, ref_kind, ref_item))
+    assert popped == expected
 
 
 # -- garbage collector -----------------------------------------------------------------------
