@@ -656,7 +656,8 @@ def test_onboarding_paths() -> None:
     assert [(e.step, e.channel) for e in sends(r, "quiet")] == [("welcome", "email")]
     for uid in ("fresh", "done", "quiet"):
         [out] = entries(r, uid, "exit")
-        assert (out.reason, out.at, out.converted) == ("onboarding_finished", START + 3 * D, False)
+        # the steps end on day 3; the run then waits out the 7-day conversion window
+        assert (out.step, out.reason, out.at, out.converted) == (CONVERSION_STEP, "completed", START + 7 * D, False)
     assert [(e.at, e.step) for e in sends(r, "buyer")] == [
         (START, "welcome"),
         (START + D, "profile_nudge"),

@@ -677,9 +677,10 @@ def test_branch_uses_catalog_default_for_missing_attribute(onboarding):
     day1 = d.fire_current(rid)  # no profile_completed: the default false -> nudge
     assert [s.step for s in of_type(day1.effects, Send)] == ["profile_nudge"]
     assert day1.effects[-1] == StartTimer(rid, 2, T0 + 3 * 24 * HOUR, "day_3")
-    day3 = d.fire_current(rid)  # sms_opt_in defaults to false -> done
+    day3 = d.fire_current(rid)  # sms_opt_in defaults to false -> the steps are done
     assert of_type(day3.effects, Send) == []
-    assert day3.effects == (Exited(rid, "done", "onboarding_finished", False),)
+    # ... and the run waits out the 7-day conversion window, as the holdout group does
+    assert day3.effects == (StartTimer(rid, 3, T0 + 7 * 24 * HOUR, CONVERSION_STEP),)
 
 
 def test_branch_follows_profile_attributes(onboarding):
@@ -691,7 +692,7 @@ def test_branch_follows_profile_attributes(onboarding):
     assert of_type(day1.effects, Send) == []
     day3 = d.fire_current(rid)  # has_purchased defaults to false -> the SMS offer
     assert [s.step for s in of_type(day3.effects, Send)] == ["first_order_sms"]
-    assert day3.effects[-1] == Exited(rid, "done", "onboarding_finished", False)
+    assert day3.effects[-1] == StartTimer(rid, 3, T0 + 7 * 24 * HOUR, CONVERSION_STEP)
     # the branch reads the profile as it is when the timer fires
     d.profiles["u3"] = {"id": "u3", "sms_opt_in": True}
     (out3,) = d.event("u3", "app_installed", T0, {"platform": "ios"})
