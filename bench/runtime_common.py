@@ -431,3 +431,15 @@ def bulk_profiles(db_url: str, n: int, prefix: str = "u") -> list[str]:
                                   f'{{"first_name": "U{uid[-5:]}"}}', now, now))
         conn.commit()
     return ids
+
+
+def run_bench(tag: str, journeys: Mapping[str, str], keep: bool,
+              run: Callable[["Bench", "Analyzer"], None]) -> None:
+    """Open a benchmark's own database, project, queue and worker, run it with ANALYZE kept up
+    (see :class:`Analyzer`), and clean everything up unless ``keep``."""
+    bench = Bench.open(tag, journeys)
+    try:
+        with Analyzer(bench.db_url) as analyzer:
+            run(bench, analyzer)
+    finally:
+        bench.close(keep=keep)

@@ -47,6 +47,7 @@ import redis  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from runtime_common import (  # noqa: E402
+    run_bench,
     Analyzer,
     Bench,
     broker_pending,
@@ -154,12 +155,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the database and folder for inspection")
     args = ap.parse_args()
 
-    bench = Bench.open("thru", {"bench_three_step": JOURNEY})
-    try:
-        with Analyzer(bench.db_url) as analyzer:
-            run(bench, args, analyzer)
-    finally:
-        bench.close(keep=args.keep)
+    run_bench("thru", {"bench_three_step": JOURNEY}, args.keep, lambda bench, analyzer: run(bench, args, analyzer))
 
 
 def run(bench: Bench, args: argparse.Namespace, analyzer: Analyzer) -> None:

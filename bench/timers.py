@@ -31,7 +31,7 @@ import os
 import re
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,7 @@ import redis  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from runtime_common import (  # noqa: E402
+    run_bench,
     Analyzer,
     Bench,
     broker_pending,
@@ -92,12 +93,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    bench = Bench.open("timers", {"bench_timer": JOURNEY})
-    try:
-        with Analyzer(bench.db_url) as analyzer:
-            run(bench, args, analyzer)
-    finally:
-        bench.close(keep=args.keep)
+    run_bench("timers", {"bench_timer": JOURNEY}, args.keep, lambda bench, analyzer: run(bench, args, analyzer))
 
 
 def run(bench: Bench, args: argparse.Namespace, analyzer: Analyzer) -> None:

@@ -40,6 +40,7 @@ import redis  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from runtime_common import (  # noqa: E402
+    run_bench,
     Analyzer,
     Bench,
     broker_pending,
@@ -101,12 +102,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    bench = Bench.open("waiting", {"bench_wait": JOURNEY})
-    try:
-        with Analyzer(bench.db_url) as analyzer:
-            run(bench, args, analyzer)
-    finally:
-        bench.close(keep=args.keep)
+    run_bench("waiting", {"bench_wait": JOURNEY}, args.keep, lambda bench, analyzer: run(bench, args, analyzer))
 
 
 def run(bench: Bench, args: argparse.Namespace, analyzer: Analyzer) -> None:

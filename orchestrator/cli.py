@@ -21,7 +21,7 @@ from .catalog import load_catalog
 from .compiler import compile_all, compile_journey
 from .durations import parse_duration
 from .engine import user_view
-from .errors import InputError, JourneyError, JourneyErrors, OrchestratorError, did_you_mean
+from .errors import JourneyError, JourneyErrors, OrchestratorError, did_you_mean
 from .graph import to_mermaid
 from .inputs import parse_instant, read_events, read_users
 from .loader import load_file
@@ -30,7 +30,7 @@ from .outbox import message_context
 from .effects import Send
 from .engine import Run
 from .project import Project
-from .render import TEMPLATE_FILES, Renderer
+from .render import Renderer
 from .simulate import Simulator, default_events
 from .spec import CHANNELS, json_schema
 

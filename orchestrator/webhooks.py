@@ -20,7 +20,6 @@ import html
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any
 from urllib.parse import parse_qsl
 
 from cryptography.exceptions import InvalidSignature

@@ -40,8 +40,7 @@ def start(settings: Settings) -> Embedded:
     runtime = Runtime.create(settings)
     runtime.deploy()
     dispatcher = BackgroundDispatcher(runtime)
-    pump = Pump(runtime.engine, dispatcher, batch=settings.batch, lease=settings.lease,
-                max_attempts=settings.max_attempts)
+    pump = Pump(runtime.engine, dispatcher, batch=settings.batch, lease=settings.lease)
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_job(lambda: pump.tick(utcnow()), "interval", seconds=settings.tick,
                       id="timer-pump", max_instances=1, coalesce=True)

@@ -43,7 +43,6 @@ class Tick:
     reclaimed: int = 0
     messages: int = 0
     events: int = 0
-    parked: int = 0
 
 
 def chunks(items: Sequence[object], size: int) -> list[list[object]]:
@@ -52,19 +51,17 @@ def chunks(items: Sequence[object], size: int) -> list[list[object]]:
 
 class Pump:
     def __init__(self, engine: Engine, dispatcher: Dispatcher, *, batch: int = 200, lease: float = 60.0,
-                 max_attempts: int = 5, claim: int = 5000) -> None:
+                 claim: int = 5000) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.batch = batch
         self.lease = timedelta(seconds=lease)
-        self.max_attempts = max_attempts
         self.claim = claim
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def tick(self, now: datetime) -> Tick:
         t = Tick()
-        t.reclaimed, parked = self._reclaim(now)
-        t.parked += parked
+        t.reclaimed = self._reclaim(now)
         while True:
             claimed = self._claim_timers(now)
             if not claimed:
@@ -75,8 +72,7 @@ class Pump:
             if len(claimed) < self.claim:
                 break
         t.messages = self._due_messages(now)
-        t.events, parked = self._stale_events(now)
-        t.parked += parked
+        t.events = self._stale_events(now)
         return t
 
     def _claim_timers(self, now: datetime) -> list[tuple[int, str]]:
@@ -97,7 +93,7 @@ class Pump:
         # Keep a user's timers together so one task applies them in order.
         return sorted(((r.id, r.user_id) for r in rows), key=lambda r: (r[1], r[0]))
 
-    def _reclaim(self, now: datetime) -> tuple[int, int]:
+    def _reclaim(self, now: datetime) -> int:
         cutoff = now - self.lease
         with self.engine.begin() as conn:
             back = conn.execute(
@@ -107,7 +103,7 @@ class Pump:
             ).rowcount
         if back:
             log.warning("timer pump: %d timer claims handed back (their worker died or lags)", back)
-        return back, 0
+        return back
 
     def _due_messages(self, now: datetime) -> int:
         cutoff = now - self.lease
@@ -136,7 +132,7 @@ class Pump:
             self.dispatcher.send_messages(part)  # type: ignore[arg-type]
         return len(all_ids)
 
-    def _stale_events(self, now: datetime) -> tuple[int, int]:
+    def _stale_events(self, now: datetime) -> int:
         cutoff = now - self.lease
         with self.engine.begin() as conn:
             stale = (
@@ -154,4 +150,4 @@ class Pump:
             user_ids = sorted(set(users))
         for part in chunks(user_ids, self.batch):
             self.dispatcher.process_users(part)  # type: ignore[arg-type]
-        return len(user_ids), 0
+        return len(user_ids)

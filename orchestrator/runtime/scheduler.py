@@ -23,7 +23,7 @@ def make_pump(settings: Settings) -> Pump:
     from .celery_app import app
 
     return Pump(make_engine(settings.database_url), CeleryDispatcher(app, settings.queue),
-                batch=settings.batch, lease=settings.lease, max_attempts=settings.max_attempts)
+                batch=settings.batch, lease=settings.lease)
 
 
 def run(settings: Settings | None = None) -> None:

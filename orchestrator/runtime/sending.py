@@ -30,8 +30,8 @@ from ..policies import Sent
 from ..render import Renderer
 from ..links import LinkSigner
 from .ratelimit import RateLimiter
-from ..store.rows import among, load_history, load_runs, lock_profiles, set_consent, upsert_ignore
-from ..store.schema import activity, consents, deliveries, outbox, profiles
+from ..store.rows import among, load_history, load_runs, lock_profiles, set_consent
+from ..store.schema import activity, deliveries, outbox, profiles
 from .feedback import RANK
 from .journeys import JourneyRegistry
 

@@ -53,8 +53,7 @@ class Harness:
         return self.clock()  # type: ignore[no-any-return]
 
     def new_pump(self, dispatcher: Any = None, **kwargs: Any) -> Pump:
-        return Pump(self.engine, dispatcher or self.dispatcher, lease=self.settings.lease,
-                    max_attempts=self.settings.max_attempts, **kwargs)
+        return Pump(self.engine, dispatcher or self.dispatcher, lease=self.settings.lease, **kwargs)
 
     def version(self, journey: str) -> str:
         return next(d.version for d in self.deployed if d.journey == journey)  # type: ignore[attr-defined]
