@@ -432,7 +432,7 @@ def _execute(
                     (target for cond, target in state.cases if _holds(cond, ctx)), state.otherwise
                 )
             case SplitState():
-                name, target = _pick_variant(machine.journey, run.user_id, step, state)
+                name, target = pick_variant(machine.journey, run.user_id, step, state)
                 variants = (*variants, (step, name))
                 step = target
             case UpdateProfileState():
@@ -452,7 +452,10 @@ def _execute(
     return _finish(run, last, "completed", False, now, effects, variants)
 
 
-def _pick_variant(journey: str, user_id: str, step: str, state: SplitState) -> tuple[str, str | None]:
+def pick_variant(journey: str, user_id: str, step: str, state: SplitState) -> tuple[str, str | None]:
+    """The variant of split ``step`` this user gets (and its next step): the same on every
+    machine and every restart. Statistics use it to place every entered user in the variant
+    they were assigned, whether or not they reached the split (intent to treat)."""
     point = bucket(journey, user_id, step) * sum(w for _, w, _ in state.variants)
     for name, weight, target in state.variants:
         if point < weight:

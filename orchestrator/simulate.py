@@ -24,11 +24,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .apply import apply_outcome
 from .effects import CancelTimer, Entered, Exited, Send, StartTimer
-from .engine import Event, Run, TimerFired, advance, route_event, user_view
+from .engine import PSEUDO_STEPS, Event, Run, TimerFired, advance, route_event, user_view
 from .machine import Machine
 from .outbox import prepare
 from .policies import Sent
 from .render import Renderer
+from .stats import JourneyStats, journey_stats
+from .stats.facts import ConversionFact, DeliveryFact, History, MessageFact, ReachFact, RunFact
+from .stats.funnel import Funnel, build_funnel
 
 _UTC = timezone.utc
 
@@ -78,6 +81,10 @@ def iso(moment: datetime) -> str:
 
 @dataclass
 class Summary:
+    """The dry-run's totals, in the shape ``journey dry-run`` prints. Derived from the
+    :class:`~orchestrator.stats.funnel.Funnel`: the dry-run counts with the same code as
+    ``journey stats`` does in production."""
+
     users: int = 0
     entered: int = 0
     restarted: int = 0
@@ -90,7 +97,20 @@ class Summary:
     converted_held_out: int = 0
     variants: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     in_progress: int = 0
-    steps_applied: int = 0
+
+    @classmethod
+    def from_funnel(cls, funnel: Funnel, users: int) -> "Summary":
+        s = cls(users=users, entered=funnel.entries, restarted=funnel.restarts,
+                held_out=funnel.held_out_entries, skipped=Counter(funnel.skipped),
+                deferred=funnel.deferred, exited=Counter(funnel.exited),
+                converted=funnel.converted, converted_held_out=funnel.converted_held_out,
+                in_progress=funnel.in_progress)
+        for row in funnel.steps:
+            if row.sent:
+                s.sent[row.step] = Counter(row.sent)
+            if row.variants:
+                s.variants[row.step] = Counter(row.variants)
+        return s
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +138,13 @@ class Result:
     timeline: list[Entry]
     summary: Summary
     users: dict[str, dict[str, Any]]
+    history: History
+    funnel: Funnel
+
+    def stats(self, **options: Any) -> JourneyStats:
+        """Funnel, experiments and conversions per day of this dry-run, as ``journey stats``
+        computes them in production."""
+        return journey_stats(self.machine, self.history, **options)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -164,7 +191,13 @@ class Simulator:
         self.active: dict[str, list[str]] = defaultdict(list)
         self.history: dict[str, list[Sent]] = defaultdict(list)
         self.timeline: list[Entry] = []
-        self.summary = Summary(users=len(self.profiles))
+        # Facts for the funnel (orchestrator.stats), collected whether or not the timeline is
+        # kept: the summary is computed from them with the code ``journey stats`` uses.
+        self.messages: list[MessageFact] = []
+        self.deliveries: list[DeliveryFact] = []
+        self.reaches: list[ReachFact] = []
+        self.conversions: list[ConversionFact] = []
+        self.restarts: Counter[str] = Counter()
         # Timers and deferred messages: a heap of the distinct times they are due at, and for
         # each time its timers and its messages in arrival order (see _push and _pop).
         self._due_times: list[datetime] = []
@@ -246,8 +279,21 @@ class Simulator:
         self._events_left = events_due[next_event:]  # after ``until``: for a later run()
         if self.on_progress:
             self.on_progress(processed)
-        self.summary.in_progress = sum(1 for r in self.runs.values() if not r.finished)
-        return Result(self.machine, start, until, self.timeline, self.summary, self.profiles)
+        history = self.facts(start, until)
+        funnel = build_funnel(self.machine, history)
+        summary = Summary.from_funnel(funnel, len(self.profiles))
+        return Result(self.machine, start, until, self.timeline, summary, self.profiles, history, funnel)
+
+    def facts(self, since: datetime | None = None, until: datetime | None = None) -> History:
+        """What has happened so far, as the facts ``orchestrator.stats`` counts."""
+        runs = [
+            RunFact(r.run_id, r.user_id, r.entered_at, r.holdout, r.variants, r.finished,
+                    r.step if r.finished else None, r.exit_reason, r.converted,
+                    self.restarts[r.run_id])
+            for r in self.runs.values()
+        ]
+        return History(self.machine.journey, runs, list(self.messages), list(self.deliveries),
+                       list(self.reaches), list(self.conversions), since, until, simulated=True)
 
     def _on_event(self, ev: Event) -> None:
         profile = self.profiles.get(ev.user_id)
@@ -258,7 +304,6 @@ class Simulator:
         new_id = f"{self.machine.journey}:{ev.user_id}:{self._run_counter}"
         view = self._view(ev.user_id)
         for outcome in route_event(self.machine, runs, profile, ev, self._now, new_id, view=view):
-            self.summary.steps_applied += 1
             apply_outcome(self, outcome, self._now)
 
     def _on_timer(self, timer: TimerFired) -> None:
@@ -267,11 +312,8 @@ class Simulator:
             return
         profile, view = self.profiles[run.user_id], self._view(run.user_id)
         outcome = advance(self.machine, run, timer, profile, self._now, view=view)
-        if not outcome.effects:
-            if outcome.run is run:
-                return  # a stale timer (the run moved on): applying it would change nothing
-        else:
-            self.summary.steps_applied += 1
+        if not outcome.effects and outcome.run is run:
+            return  # a stale timer (the run moved on): applying it would change nothing
         apply_outcome(self, outcome, self._now)
 
     # -- EffectSink -------------------------------------------------------------------------
@@ -285,6 +327,8 @@ class Simulator:
             active.append(run.run_id)
 
     def schedule_timer(self, run: Run, timer: StartTimer) -> None:
+        if timer.step not in PSEUDO_STEPS:
+            self.reaches.append(ReachFact(run.run_id, timer.step))
         self._push(timer.fire_at, _TIMER, TimerFired(timer.run_id, timer.generation))
 
     def cancel_timer(self, run: Run, timer: CancelTimer) -> None:
@@ -309,11 +353,8 @@ class Simulator:
         return view
 
     def record_entry(self, run: Run, entered: Entered, now: datetime) -> None:
-        self.summary.entered += 1
         if entered.restarted:
-            self.summary.restarted += 1
-        if entered.holdout:
-            self.summary.held_out += 1
+            self.restarts[run.run_id] += 1
         self._log(
             Entry(
                 run.user_id,
@@ -326,13 +367,9 @@ class Simulator:
         )
 
     def record_exit(self, run: Run, exited: Exited, now: datetime) -> None:
-        self.summary.exited[exited.reason] += 1
         if exited.converted:
-            self.summary.converted += 1
-            if run.holdout:
-                self.summary.converted_held_out += 1
-        for step, variant in run.variants:
-            self.summary.variants[step][variant] += 1
+            self.conversions.append(ConversionFact(
+                run.run_id, run.user_id, run.journey, exited.reason.removeprefix("goal:"), now))
         self._log(
             Entry(
                 run.user_id,
@@ -345,6 +382,7 @@ class Simulator:
         )
 
     def queue_message(self, run: Run, send: Send, now: datetime) -> None:
+        self.reaches.append(ReachFact(run.run_id, send.step))
         self._deliver(run, send)
 
     # -- the outbox -------------------------------------------------------------------------
@@ -364,7 +402,8 @@ class Simulator:
         )
         if p.action == "defer":
             assert p.until is not None
-            self.summary.deferred += 1
+            self.messages.append(MessageFact(run.run_id, send.step, self._now, "defer", None,
+                                             send.variant, p.reason))
             self._push(p.until, _MESSAGE, (run.run_id, send))
             self._log(
                 Entry(run.user_id, self._now, "defer", send.step, reason=p.reason,
@@ -372,7 +411,8 @@ class Simulator:
             )
             return
         if p.action == "skip":
-            self.summary.skipped[p.reason or "unknown"] += 1
+            self.messages.append(MessageFact(run.run_id, send.step, self._now, "skip", p.channel,
+                                             send.variant, p.reason or "unknown"))
             self._log(
                 Entry(run.user_id, self._now, "skip", send.step, channel=p.channel,
                       reason=p.reason, detail=p.detail, variant=send.variant)
@@ -380,7 +420,10 @@ class Simulator:
             return
         assert p.channel is not None and p.message is not None
         history.append(Sent(p.channel, self._now))
-        self.summary.sent[send.step][p.channel] += 1
+        self.messages.append(MessageFact(run.run_id, send.step, self._now, "send", p.channel,
+                                         send.variant))
+        self.deliveries.append(DeliveryFact(run.run_id, run.user_id, run.journey, send.step,
+                                            p.channel, self._now, "sent"))
         if not self.keep_timeline:
             return
         body = p.message.body if self.keep_bodies else None
