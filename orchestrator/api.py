@@ -5,6 +5,8 @@
   before the 202; a repeated ``event_id`` is accepted again and changes nothing.
 * ``PUT /v1/profiles/{user_id}``: contact points, time zone, locale, attributes, consent.
 * ``GET /v1/profiles/{user_id}``, ``GET /healthz``.
+* ``GET /metrics``: Prometheus metrics (``runtime.metrics``); read-only, and when
+  ``JOURNEY_METRICS_TOKEN`` is set it needs ``Authorization: Bearer <token>``.
 
 Writes and profile reads need an API key (``Authorization: Bearer KEY`` or ``X-API-Key``),
 one of ``JOURNEY_API_KEYS``. Bad payloads get a 4xx whose ``errors`` name each field.
@@ -23,11 +25,12 @@ from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from sqlalchemy import text
 
 from .catalog import Catalog, event_problems, load_catalog
+from .runtime import metrics
 from .runtime.context import Runtime
 from .runtime.ingest import IncomingEvent, get_profile, put_profile, store_events
 from .runtime.pump import Dispatcher
@@ -176,6 +179,19 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher, catalog: Catalog | None
             return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    metrics_token = runtime.settings.metrics_token.encode()
+
+    @app.get("/metrics")
+    def metrics_route(authorization: str | None = Header(default=None)) -> Response:
+        if metrics_token:
+            given = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(given.encode(), metrics_token):
+                return JSONResponse({"detail": "missing or wrong metrics token (send 'Authorization: "
+                                               "Bearer <JOURNEY_METRICS_TOKEN>')"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        body, content_type = metrics.exposition(runtime.engine, runtime.clock)
+        return Response(body, media_type=content_type)
+
     @app.post("/v1/events", status_code=202, dependencies=[Depends(api_key)])
     async def post_events(request: Request) -> JSONResponse:
         try:
@@ -243,16 +259,19 @@ def _dispatch(dispatcher: Dispatcher, user_ids: Sequence[str], batch: int) -> No
         for i in range(0, len(user_ids), batch):
             dispatcher.process_users(list(user_ids[i:i + batch]))
     except Exception:  # noqa: BLE001 - stored already; the pump re-dispatches after the lease
-        log.exception("dispatch failed; the timer pump will pick the events up")
+        log.exception("dispatch failed; the timer pump will pick the events up",
+                      extra={"users": len(user_ids)})
 
 
 def production_app() -> FastAPI:
     """``uvicorn --factory orchestrator.api:production_app``: the web process."""
+    from .logs import configure_from
     from .runtime.celery_app import app as celery_app
     from .runtime.config import Settings
     from .runtime.dispatch import CeleryDispatcher
 
     settings = Settings.from_env()
+    configure_from(settings.log_format, settings.log_level)  # uvicorn's own loggers too
     if not settings.secret_key:
         log.warning("JOURNEY_SECRET_KEY is not set: emails carry no working unsubscribe link and "
                     "the unsubscribe page refuses every link; set it (see docs/operations.md)")

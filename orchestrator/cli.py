@@ -95,6 +95,8 @@ def validate(files: tuple[str, ...], project: str | None) -> None:
 @click.option("--until", default=DEFAULT_UNTIL, show_default=True, help="How long to simulate, e.g. 3d.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Also write the HTML report (funnel, experiments, charts) of the simulated data.")
 @project_option
 def dry_run(
     journey: str,
@@ -104,6 +106,7 @@ def dry_run(
     until: str,
     fmt: str,
     out: str | None,
+    report_path: str | None,
     project: str | None,
 ) -> None:
     """Play JOURNEY against sample users on a simulated clock: who gets what, when, why not."""
@@ -133,6 +136,11 @@ def dry_run(
     result = sim.run(events, start_at, start_at + horizon)
     if progress:
         progress(-1)
+    if report_path:
+        from .report_html import render_report
+
+        Path(report_path).write_text(render_report(result.stats(), generated_at=start_at + horizon),
+                                     encoding="utf-8")
     if fmt == "json":
         text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"
         if out:
@@ -291,6 +299,7 @@ def schema(out: str | None) -> None:
 
 def _register_runtime_commands() -> None:
     from . import cli_runtime  # noqa: F401 - registers db, deploy, scheduler, serve
+    from . import cli_stats  # noqa: F401 - registers stats, report
 
 
 _register_runtime_commands()

@@ -4,7 +4,6 @@ commands so the dry-run stays quick to start."""
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import replace
 
@@ -20,9 +19,12 @@ def _settings(database_url: str | None = None):  # type: ignore[no-untyped-def]
     return replace(s, database_url=_normalize_db_url(database_url)) if database_url else s
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
+def _logging(settings, default_format: str = "json") -> None:  # type: ignore[no-untyped-def]
+    """JSON lines (``JOURNEY_LOG_FORMAT=json``) or text, email addresses and phone numbers
+    redacted (see ``orchestrator.logs``); ``default_format`` when the variable is unset."""
+    from .logs import configure_from
+
+    configure_from(settings.log_format, settings.log_level, default_format=default_format)
 
 
 def _where(url: str) -> str:
@@ -66,8 +68,9 @@ def scheduler() -> None:
     """Run the timer pump: fire due timers and hand work to the Celery workers."""
     from .runtime.scheduler import run
 
-    _logging()
-    run(_settings())
+    s = _settings()
+    _logging(s)
+    run(s)
 
 
 @cli.command()
@@ -78,8 +81,8 @@ def serve(host: str, port: int, database_url: str | None) -> None:
     """Embedded mode: API, timer pump and workers in one process (SQLite, no broker)."""
     from .runtime.embedded import serve as run_embedded
 
-    _logging()
     s = _settings(database_url)
+    _logging(s, default_format="text")  # a laptop: a person reads these
     if not s.api_keys:
         key = secrets.token_urlsafe(24)
         s = replace(s, api_keys=frozenset({key}))

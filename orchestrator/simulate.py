@@ -16,11 +16,12 @@ import gc
 import heapq
 import threading
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from .apply import apply_outcome
 from .effects import CancelTimer, Entered, Exited, Send, StartTimer
@@ -33,7 +34,7 @@ from .stats import JourneyStats, journey_stats
 from .stats.facts import ConversionFact, DeliveryFact, History, MessageFact, ReachFact, RunFact
 from .stats.funnel import Funnel, build_funnel
 
-_UTC = timezone.utc
+_UTC = UTC
 
 
 @dataclass(slots=True)
@@ -99,7 +100,7 @@ class Summary:
     in_progress: int = 0
 
     @classmethod
-    def from_funnel(cls, funnel: Funnel, users: int) -> "Summary":
+    def from_funnel(cls, funnel: Funnel, users: int) -> Summary:
         s = cls(users=users, entered=funnel.entries, restarted=funnel.restarts,
                 held_out=funnel.held_out_entries, skipped=Counter(funnel.skipped),
                 deferred=funnel.deferred, exited=Counter(funnel.exited),

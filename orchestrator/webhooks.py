@@ -10,7 +10,8 @@
 * ``GET /v1/unsubscribe/{token}`` shows a confirmation page; ``POST`` unsubscribes (the
   mailbox's RFC 8058 one-click POST, or the page's button). Tokens are HMAC-signed.
 
-Unsigned or badly signed requests get 401 and change nothing.
+Unsigned or badly signed requests get 401 and change nothing; each refusal is logged (provider
+and reason, never the body) and counted in ``journey_webhook_failures_total``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import time
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
@@ -30,8 +32,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from twilio.request_validator import RequestValidator
 
 from .links import InvalidLink, LinkSigner
+from .runtime import metrics
 from .runtime.context import Runtime
 from .runtime.feedback import ProviderEvent, apply_events, inbound_sms, unsubscribe
+
+log = logging.getLogger(__name__)
 
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -57,8 +62,12 @@ def verify_sendgrid(public_key_b64: str, body: bytes, signature_b64: str, timest
         return False
 
 
-def _refuse(why: str) -> JSONResponse:
-    return JSONResponse({"errors": [{"field": "signature", "message": why}]}, status_code=401)
+def _refuse(provider: str, reason: str, why: str, *, field: str = "signature",
+            status: int = 401) -> JSONResponse:
+    """Refuse a webhook request: log and count it (``reason`` is a metric label)."""
+    metrics.webhook_refused(provider, reason)
+    log.warning("%s webhook refused: %s", provider, why, extra={"provider": provider, "reason": reason})
+    return JSONResponse({"errors": [{"field": field, "message": why}]}, status_code=status)
 
 
 def _public_url(runtime: Runtime, request: Request) -> str:
@@ -77,22 +86,23 @@ def add_webhook_routes(app: FastAPI, runtime: Runtime) -> None:
         signature = request.headers.get(SENDGRID_SIGNATURE, "")
         stamp = request.headers.get(SENDGRID_TIMESTAMP, "")
         if not settings.sendgrid_webhook_key:
-            return _refuse("SENDGRID_WEBHOOK_PUBLIC_KEY is not configured: every request is refused")
+            return _refuse("sendgrid", "not_configured",
+                           "SENDGRID_WEBHOOK_PUBLIC_KEY is not configured: every request is refused")
         if not signature or not stamp:
-            return _refuse("missing SendGrid signature headers")
+            return _refuse("sendgrid", "missing_signature", "missing SendGrid signature headers")
         try:
             fresh = abs(time.time() - int(stamp)) <= MAX_SKEW
         except ValueError:
             fresh = False
         if not fresh:
-            return _refuse("timestamp missing or more than 10 minutes off")
+            return _refuse("sendgrid", "stale_timestamp", "timestamp missing or more than 10 minutes off")
         if not verify_sendgrid(settings.sendgrid_webhook_key, body, signature, stamp):
-            return _refuse("bad SendGrid signature")
+            return _refuse("sendgrid", "bad_signature", "bad SendGrid signature")
         try:
             items = json.loads(body)
             assert isinstance(items, list)
         except (ValueError, AssertionError):
-            return JSONResponse({"errors": [{"field": "body", "message": "expected a JSON list"}]}, 400)
+            return _refuse("sendgrid", "malformed_body", "expected a JSON list", field="body", status=400)
         batch = []
         for item in items:
             if not isinstance(item, dict) or item.get("event") not in SENDGRID_EVENTS:
@@ -110,12 +120,16 @@ def add_webhook_routes(app: FastAPI, runtime: Runtime) -> None:
                 payload={k: item[k] for k in ("event", "reason", "type", "url", "status") if k in item},
             ))
         result = apply_events(runtime.engine, batch, runtime.clock())
+        log.debug("sendgrid webhook: %d applied", result.applied,
+                  extra={"provider": "sendgrid", "applied": result.applied, "duplicates": result.duplicates,
+                         "unmatched": result.unmatched})
         return JSONResponse({"applied": result.applied, "duplicates": result.duplicates,
                              "unmatched": result.unmatched})
 
     async def _twilio_form(request: Request) -> tuple[dict[str, str] | None, Response | None]:
         if not settings.twilio_auth_token:
-            return None, _refuse("TWILIO_AUTH_TOKEN is not configured: every request is refused")
+            return None, _refuse("twilio", "not_configured",
+                                 "TWILIO_AUTH_TOKEN is not configured: every request is refused")
         # Twilio posts application/x-www-form-urlencoded; parsed here, not with request.form(),
         # which needs the optional python-multipart package (not a dependency: a 500 without it).
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
@@ -123,14 +137,14 @@ def add_webhook_routes(app: FastAPI, runtime: Runtime) -> None:
         if not signature or not RequestValidator(settings.twilio_auth_token).validate(
             _public_url(runtime, request), form, signature
         ):
-            return None, _refuse("bad or missing X-Twilio-Signature")
+            return None, _refuse("twilio", "bad_signature", "bad or missing X-Twilio-Signature")
         return form, None
 
     @app.post("/v1/webhooks/twilio/status")
     async def twilio_status(request: Request) -> Response:
         form, refused = await _twilio_form(request)
         if refused is not None or form is None:
-            return refused or _refuse("refused")
+            return refused or JSONResponse({"errors": []}, status_code=401)
         status = form.get("MessageStatus", "")
         if status not in TWILIO_STATUS:
             return JSONResponse({"applied": 0, "ignored": status})
@@ -142,13 +156,16 @@ def add_webhook_routes(app: FastAPI, runtime: Runtime) -> None:
             payload={"status": status, "error_code": code}, dead_number=code in DEAD_NUMBER_CODES,
         )
         result = apply_events(runtime.engine, [event], runtime.clock())
+        log.debug("twilio status %s: %d applied", status, result.applied,
+                  extra={"provider": "twilio", "delivery_key": event.delivery_key, "status": status,
+                         "applied": result.applied})
         return JSONResponse({"applied": result.applied, "duplicates": result.duplicates})
 
     @app.post("/v1/webhooks/twilio/inbound")
     async def twilio_inbound(request: Request) -> Response:
         form, refused = await _twilio_form(request)
         if refused is not None or form is None:
-            return refused or _refuse("refused")
+            return refused or JSONResponse({"errors": []}, status_code=401)
         kind = inbound_sms(runtime.engine, form.get("From", ""), form.get("Body", ""), runtime.clock())
         # Twilio itself answers STOP/START/HELP on long codes with its default texts; we answer
         # HELP with ours and stay silent otherwise (an empty TwiML response).

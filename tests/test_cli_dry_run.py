@@ -317,3 +317,19 @@ def test_events_for_unknown_user_is_one_line(tmp_path: Path) -> None:
         "u-nobody",
         f"{events}:1:",
     )
+
+
+def test_dry_run_writes_the_html_report_of_the_simulated_data(tmp_path: Path) -> None:
+    """The report a marketer previews before launch: the same funnel numbers the summary
+    table shows, marked as simulated, with no provider feedback invented."""
+    report = tmp_path / "preview.html"
+    proc = invoke("dry-run", "cart_abandonment", "--users", USERS, "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    html = report.read_text(encoding="utf-8")
+    for chart in ("funnel", "daily", "experiment-holdout", "experiment-offer"):
+        assert f'data-chart="{chart}"' in html, chart
+    assert "Dry-run" in html or "dry-run" in html
+    assert "no provider feedback" in html
+    assert "not enough data yet" in html  # ten sample users decide nothing
+    summary = proc.stdout[proc.stdout.index("\nSummary"):]
+    assert re.search(r"entered\s+10\b", summary)

@@ -4,16 +4,18 @@ significance figures checked against SciPy (an independent implementation)."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from scipy import integrate, stats as sps
+from dryrun_helpers import machine
+from scipy import integrate
+from scipy import stats as sps
 
 from orchestrator.engine import pick_variant
 from orchestrator.machine import SplitState
 from orchestrator.stats import journey_stats
 from orchestrator.stats.attribution import attribute
-from orchestrator.stats.experiments import build_experiments, prob_beats, versus, Group
+from orchestrator.stats.experiments import Group, build_experiments, prob_beats, versus
 from orchestrator.stats.facts import (
     ConversionFact,
     DeliveryFact,
@@ -25,9 +27,6 @@ from orchestrator.stats.facts import (
 from orchestrator.stats.funnel import build_funnel
 from orchestrator.stats.significance import compare, wilson
 
-from dryrun_helpers import machine
-
-UTC = timezone.utc
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 CART = "cart_abandonment"
 WINDOW = timedelta(days=3)  # cart_abandonment's conversion_window

@@ -7,6 +7,10 @@ by the broker in a loop; the timer pump hands its work out again after the lease
 hiccups are retried a bounded number of times with backoff; anything else is logged and left
 to the pump (the work functions park a user's events or timers that fail on their data).
 
+Logging is ours (``orchestrator.logs``: JSON lines unless ``JOURNEY_LOG_FORMAT=text``, email
+addresses and phone numbers redacted), set up through Celery's ``setup_logging`` signal. In
+Prometheus multiprocess mode each pool process marks itself dead when it exits.
+
 Start a worker with ``celery -A orchestrator.runtime.celery_app worker`` (see the Procfile).
 """
 
@@ -17,9 +21,17 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import (
+    celeryd_init,
+    setup_logging,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ..logs import configure_from, keep
+from . import metrics
 from .config import Settings
 from .context import Runtime
 
@@ -60,6 +72,23 @@ def _fresh_runtime(**_: Any) -> None:
     if _runtime is not None:
         _runtime.engine.dispose(close=False)
     _runtime = None
+
+
+@celeryd_init.connect  # type: ignore[untyped-decorator]
+def _node_name(sender: str | None = None, **_: Any) -> None:
+    """The worker's node name (``name@host``) looks like an email address: keep it in logs."""
+    keep(sender or "")
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Our handler instead of Celery's (``worker_hijack_root_logger`` stays off)."""
+    configure_from(settings.log_format, settings.log_level, default_level=loglevel or "INFO")
+
+
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _process_gone(pid: int | None = None, **_: Any) -> None:
+    metrics.mark_dead(pid or os.getpid())
 
 
 @worker_ready.connect

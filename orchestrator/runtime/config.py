@@ -20,6 +20,12 @@
 ``TWILIO_AUTH_TOKEN``    verifies Twilio callbacks (and authenticates the Twilio channel).
 ``JOURNEY_RATE_LIMITS``  provider rate limits shared by all workers, e.g. ``sms=1/s,email=100/s``.
 ``REDIS_URL``            Redis for the rate limits; default the broker when it is Redis.
+``JOURNEY_METRICS_TOKEN``  when set, ``GET /metrics`` needs ``Authorization: Bearer <token>``.
+``JOURNEY_LOG_FORMAT``   ``json`` (one object per line) or ``text``; default ``json`` for the
+                         web, worker and scheduler processes, ``text`` for ``journey serve``.
+``JOURNEY_LOG_LEVEL``    ``DEBUG``, ``INFO`` (default), ``WARNING``...
+``PROMETHEUS_MULTIPROC_DIR``  read by prometheus_client itself (see ``metrics``): the folder
+                         where the processes of a machine keep the metrics ``/metrics`` sums.
 =======================  ================================================================
 """
 
@@ -48,6 +54,20 @@ def _channels(spec: str) -> dict[str, str]:
     return out
 
 
+def _log_format(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("", "json", "text"):
+        raise ValueError(f"JOURNEY_LOG_FORMAT: '{value}' should be json or text")
+    return value
+
+
+def _log_level(value: str) -> str:
+    value = value.strip().upper()
+    if value not in ("", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"JOURNEY_LOG_LEVEL: '{value}' should be DEBUG, INFO, WARNING or ERROR")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///journey.db"
@@ -67,6 +87,9 @@ class Settings:
     rate_limits: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     sms_help_text: str = "Reply STOP to unsubscribe, START to subscribe again."
+    metrics_token: str = ""
+    log_format: str = ""  # json | text; empty: the process's own default
+    log_level: str = ""  # empty: INFO (or the level the worker was started with)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -90,4 +113,7 @@ class Settings:
             redis_url=e.get("REDIS_URL") or (
                 e["BROKER_URL"] if e.get("BROKER_URL", "").startswith("redis") else cls.redis_url),
             sms_help_text=e.get("JOURNEY_SMS_HELP_TEXT", cls.sms_help_text),
+            metrics_token=e.get("JOURNEY_METRICS_TOKEN", "").strip(),
+            log_format=_log_format(e.get("JOURNEY_LOG_FORMAT", "")),
+            log_level=_log_level(e.get("JOURNEY_LOG_LEVEL", "")),
         )

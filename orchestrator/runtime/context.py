@@ -88,7 +88,7 @@ class Runtime:
 
     def _deliver(self, done: Done, now: datetime) -> None:
         claimed: Claimed | None = done.claimed
-        if claimed is not None and claimed.calls:
+        if claimed is not None:  # with no calls, it still counts what the claim decided
             deliver(self.engine, self.router, claimed.calls, now, claimed.report,
                     max_attempts=self.settings.max_attempts, limiter=self.limiter)
 

@@ -49,7 +49,8 @@ class BackgroundDispatcher:
             try:
                 fn(args)
             except Exception:  # noqa: BLE001 - the pump hands the work out again after the lease
-                log.exception("embedded worker: %s failed", getattr(fn, "__name__", fn))
+                name = getattr(fn, "__name__", str(fn))
+                log.exception("embedded worker: %s failed", name, extra={"task": name, "batch": len(args)})
             finally:
                 self._queue.task_done()
 

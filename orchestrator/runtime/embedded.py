@@ -56,6 +56,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     embedded = start(settings)
     app: Any = create_app(embedded.runtime, embedded.dispatcher)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        # log_config=None: uvicorn's loggers go through ours (``journey serve`` configured them).
+        uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
     finally:
         embedded.stop()

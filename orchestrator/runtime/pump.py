@@ -102,7 +102,8 @@ class Pump:
                 .values(status="pending", claimed_at=None, claimed_by=None)
             ).rowcount
         if back:
-            log.warning("timer pump: %d timer claims handed back (their worker died or lags)", back)
+            log.warning("timer pump: %d timer claims handed back (their worker died or lags)", back,
+                        extra={"timers": back})
         return back
 
     def _due_messages(self, now: datetime) -> int:

@@ -34,7 +34,8 @@ def run(settings: Settings | None = None) -> None:
     def tick() -> None:
         t = pump.tick(utcnow())
         if t.timers or t.messages or t.events or t.reclaimed:
-            log.info("tick: %s", t)
+            log.info("tick: %s", t, extra={"timers": t.timers, "messages": t.messages, "events": t.events,
+                                            "reclaimed": t.reclaimed})
 
     scheduler.add_job(tick, "interval", seconds=settings.tick, id="timer-pump", max_instances=1,
                       coalesce=True, misfire_grace_time=None)

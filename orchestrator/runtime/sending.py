@@ -7,12 +7,17 @@ provider is called. After the call the row is marked sent, retry (the provider s
 rejected (the contact point is dead: that channel is suppressed for the user) or unknown (the
 request may have reached the provider: never resent). A ledger row found still ``sending``
 after the lease belongs to a process that died mid-call: it becomes ``unknown``.
+
+Each outcome is logged with the run id, the delivery key, the ledger id and the channel, never
+the address (``sent`` and ``skipped`` at DEBUG, the rest at INFO or WARNING), and counted in
+``journey_deliveries_total`` once its transaction has committed (``metrics``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
@@ -32,6 +37,7 @@ from ..links import LinkSigner
 from .ratelimit import RateLimiter
 from ..store.rows import among, load_history, load_runs, lock_profiles, set_consent
 from ..store.schema import activity, deliveries, outbox, profiles
+from . import metrics
 from .feedback import RANK
 from .journeys import JourneyRegistry
 
@@ -66,6 +72,34 @@ class SendReport:
     failed: int = 0
     busy: int = 0
     details: list[tuple[int, str]] = field(default_factory=list)
+    # Outcomes by (channel, status) not yet in the metrics: counted once their transaction
+    # has committed (``_counted``).
+    tally: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def _counted(report: SendReport) -> None:
+    metrics.deliveries_recorded(report.tally)
+    report.tally.clear()
+
+
+OUTCOME_LEVEL = {"sent": logging.DEBUG, "retry": logging.INFO, "throttled": logging.INFO,
+                 "rejected": logging.INFO, "failed": logging.WARNING, "unknown": logging.WARNING,
+                 "skipped": logging.DEBUG}
+
+
+def _ids(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The ids a log line about an outbox row carries (never the user's contact points)."""
+    return {"run_id": row["run_id"], "journey": row["journey"], "step": row["step"],
+            "outbox_id": row["id"]}
+
+
+def _log_outcome(status: str, message: OutboundMessage, ledger_id: int, row: Mapping[str, Any],
+                 error: str | None = None, **more: Any) -> None:
+    level = OUTCOME_LEVEL[status]
+    if log.isEnabledFor(level):
+        log.log(level, "delivery %s: %s%s", message.delivery_id, status, f" ({error})" if error else "",
+                extra={**_ids(row), "delivery_key": message.delivery_id, "delivery_id": ledger_id,
+                       "channel": message.channel, "status": status, **more})
 
 
 def _address(channel: str, user: Mapping[str, Any]) -> str | tuple[str, ...]:
@@ -181,7 +215,10 @@ def claim_rows(
                 result.busy += 1  # another process is sending it right now
                 continue
             _mark_unknown(conn, row, now)
+            log.warning("outbox %s: outcome unknown (the sending process stopped mid-call)", row["id"],
+                        extra={**_ids(row), "channel": row["channel"], "status": "unknown"})
             result.unknown += 1
+            result.tally[(row["channel"] or "none", "unknown")] += 1
             continue
         if row["due_at"] > now:
             continue
@@ -194,10 +231,11 @@ def claim_rows(
             p = prepare(machine, send, run, views[row["user_id"]], user_history, now, renderer,
                         links_base, signer.unsubscribe_url if signer else None)
         except Exception as exc:  # noqa: BLE001 - one user's data: park this message, not the batch
-            log.exception("outbox %s: parked", row["id"])
+            log.exception("outbox %s: parked", row["id"], extra={**_ids(row), "status": "failed"})
             conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
                 status="failed", reason="error", detail=f"{type(exc).__name__}: {exc}", updated_at=now))
             result.failed += 1
+            result.tally[("none", "failed")] += 1
             continue
         if p.action == "defer":
             assert p.until is not None
@@ -210,7 +248,10 @@ def claim_rows(
             conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
                 status="skipped", channel=p.channel, reason=p.reason, detail=p.detail, updated_at=now))
             notes.append(_note(row, now, "skip", p.channel, p.reason, p.detail))
+            log.log(OUTCOME_LEVEL["skipped"], "outbox %s: skipped: %s", row["id"], p.reason,
+                    extra={**_ids(row), "channel": p.channel, "status": "skipped", "reason": p.reason})
             result.skipped += 1
+            result.tally[(p.channel or "none", "skipped")] += 1
             continue
         assert p.channel is not None and p.message is not None
         key = _key(row, p.channel)
@@ -277,6 +318,7 @@ def deliver(
 ) -> SendReport:
     """Call the providers for claimed messages (their ledger rows committed), then record the
     outcomes in one transaction."""
+    _counted(result)  # what the claim decided (skips...): committed by now
     # The ledger rows are committed: a crash from here on leaves them "sending" -> unknown.
     outcomes = []
     dead_tokens: list[tuple[str, tuple[str, ...]]] = []
@@ -300,10 +342,11 @@ def deliver(
         except Failed as exc:
             outcomes.append((outbox_id, ledger_id, message, row, "failed", None, str(exc), None))
         except DeliveryUnknown as exc:
-            log.warning("delivery %s: outcome unknown: %s", message.delivery_id, exc)
             outcomes.append((outbox_id, ledger_id, message, row, "unknown", None, str(exc), None))
         except Exception as exc:  # noqa: BLE001 - may have reached the provider: unknown
-            log.exception("delivery %s: outcome unknown", message.delivery_id)
+            log.exception("delivery %s: the adapter raised", message.delivery_id,
+                          extra={**_ids(row), "delivery_key": message.delivery_id,
+                                 "delivery_id": ledger_id, "channel": message.channel})
             outcomes.append((outbox_id, ledger_id, message, row, "unknown", None, repr(exc), None))
     if not outcomes:
         return result
@@ -318,24 +361,30 @@ def deliver(
                 sent_box.append(outbox_id)
                 notes.append(_note(row, now, "send", message.channel, None, None))
                 result.sent += 1
+                result.tally[(message.channel, "sent")] += 1
+                _log_outcome("sent", message, ledger_id, row, provider_id=provider_id)
                 continue
             ledger: dict[str, Any] = {"status": status, "error": error, "updated_at": now}
             box: dict[str, Any] = {"status": status, "updated_at": now}
+            counted, more = status, dict[str, Any]()
             if status == "throttled":  # our own rate limit: not an attempt, the provider saw nothing
                 ledger["status"] = "retry"
                 box.update(status="pending", claimed_at=None, due_at=now + timedelta(seconds=after or 1))
                 result.retry += 1
+                more = {"retry_after": after or 1}
             elif status == "retry":
                 attempts = row["attempts"] + 1
                 if attempts >= max_attempts:
                     box.update(status="failed", attempts=attempts, reason="provider_retries_exhausted", detail=error)
                     ledger["status"] = "failed"
                     result.failed += 1
+                    counted, more = "failed", {"attempts": attempts, "reason": "provider_retries_exhausted"}
                 else:
                     delay = after if after is not None else 30 * 2 ** (attempts - 1)
                     box.update(status="pending", attempts=attempts, claimed_at=None,
                                due_at=now + timedelta(seconds=delay), detail=error)
                     result.retry += 1
+                    more = {"attempts": attempts, "retry_after": delay}
             elif status == "rejected":
                 box.update(reason="rejected", detail=error)
                 if message.channel != "push":
@@ -351,6 +400,8 @@ def deliver(
             else:
                 box.update(reason="unknown_outcome", detail=error)
                 result.unknown += 1
+            result.tally[(message.channel, counted)] += 1
+            _log_outcome(counted, message, ledger_id, row, error, **more)
             # A provider webhook may already have moved the row on (delivered, bounced): keep that.
             conn.execute(update(deliveries).where(deliveries.c.id == ledger_id,
                                                   deliveries.c.status.notin_(WEBHOOK_FINAL)).values(**ledger))
@@ -369,6 +420,7 @@ def deliver(
         for user_id, tokens in dead_tokens:
             _remove_push_tokens(conn, user_id, tokens, now)
         _write_notes(conn, notes)
+    _counted(result)
     return result
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
@@ -24,6 +25,7 @@ from ..engine import Event, Run, TimerFired, advance, route_event
 from ..machine import Machine
 from ..store.rows import among, load_runs, load_unfinished_runs, lock_profiles
 from ..store.schema import events, timers
+from . import metrics
 from .journeys import JourneyRegistry
 from .sink import BatchSink
 
@@ -33,13 +35,23 @@ log = logging.getLogger(__name__)
 @dataclass
 class Done:
     """What a batch did; ``messages`` are outbox ids queued by it, to send now; ``claimed``
-    what ``claim`` returned for them (already claimed in the batch's transaction)."""
+    what ``claim`` returned for them (already claimed in the batch's transaction); ``steps``
+    the engine outcomes applied per journey; ``lateness`` seconds each fired timer was late."""
 
     applied: int = 0
     skipped: int = 0
     failed: int = 0
     messages: tuple[int, ...] = ()
     claimed: Any = None
+    steps: Counter[str] = field(default_factory=Counter)
+    lateness: list[float] = field(default_factory=list)
+
+
+def _counted(done: Done) -> Done:
+    """Record a committed batch in the metrics."""
+    metrics.steps_applied(done.steps)
+    metrics.timers_fired(done.lateness)
+    return done
 
 
 # Called inside a batch's transaction, under its users' locks, with the outbox ids the batch
@@ -54,6 +66,11 @@ def new_run_id() -> str:
 def process_users(engine: Engine, registry: JourneyRegistry, user_ids: Iterable[str], now: datetime,
                   claim: Claim | None = None) -> Done:
     """Apply every pending event of these users, oldest first."""
+    return _counted(_process_users(engine, registry, user_ids, now, claim))
+
+
+def _process_users(engine: Engine, registry: JourneyRegistry, user_ids: Iterable[str], now: datetime,
+                   claim: Claim | None) -> Done:
     with engine.begin() as conn:
         views = lock_profiles(conn, user_ids)
         if not views:
@@ -73,19 +90,24 @@ def process_users(engine: Engine, registry: JourneyRegistry, user_ids: Iterable[
         for row in pending:
             by_user.setdefault(row.user_id, []).append(row)
         done, failed = [], []
+        steps: Counter[str] = Counter()
         for uid, rows in by_user.items():
             sink = _sink(machines, now, known)
             sink.profiles[uid] = views[uid]
+            user_steps: Counter[str] = Counter()
             try:
                 active = list(unfinished.get(uid, []))
                 for row in rows:
                     ev = Event(uid, row.name, row.at, row.properties)
-                    active = _route(conn, registry, machines, active, views[uid], ev, now, sink)
+                    active = _route(conn, registry, machines, active, views[uid], ev, now, sink, user_steps)
             except Exception:  # noqa: BLE001 - parked with its error, never retried in a loop
-                log.exception("user %s: events parked", uid)
+                log.exception("user %s: %d events parked", uid, len(rows),
+                              extra={"user_id": uid, "event_ids": [r.id for r in rows],
+                                     "run_ids": [r.run_id for r in unfinished.get(uid, [])]})
                 failed.append(([r.id for r in rows], traceback.format_exc(limit=5)))
                 continue
             batch.absorb(sink)
+            steps.update(user_steps)
             done += [r.id for r in rows]
         ids = batch.flush(conn)
         if done:
@@ -98,7 +120,7 @@ def process_users(engine: Engine, registry: JourneyRegistry, user_ids: Iterable[
             )
         claimed = claim(conn, ids, views) if claim is not None and ids else None
         return Done(applied=len(done), failed=sum(len(i) for i, _ in failed), messages=tuple(ids),
-                    claimed=claimed)
+                    claimed=claimed, steps=steps)
 
 
 def _sink(machines: dict[str, Machine], now: datetime, known: set[str]) -> BatchSink:
@@ -114,6 +136,7 @@ def _route(
     ev: Event,
     now: datetime,
     sink: BatchSink,
+    steps: Counter[str],
 ) -> list[Run]:
     """One event against every journey for one user; returns the user's unfinished runs."""
     by_journey: dict[str, list[Run]] = {}
@@ -133,23 +156,26 @@ def _route(
                 continue
             machine = registry.machine(conn, version)
             if ev.name in machine.listens_to():
-                group = _apply(route_event(machine, group, profile, ev, now, "", allow_entry=False), group, sink, now)
+                outcomes = route_event(machine, group, profile, ev, now, "", allow_entry=False)
+                group = _apply(outcomes, group, sink, now, steps)
             still += group
         if current is not None:
             group = pinned.get(current.version, [])
             if ev.name in current.listens_to():
                 allow = current.re_entry == "parallel" or not still
                 outcomes = route_event(current, group, profile, ev, now, new_run_id(), allow_entry=allow)
-                group = _apply(outcomes, group, sink, now)
+                group = _apply(outcomes, group, sink, now, steps)
             still += group
         result += [r for r in still if not r.finished]
     return result
 
 
-def _apply(outcomes: list[Any], group: list[Run], sink: BatchSink, now: datetime) -> list[Run]:
+def _apply(outcomes: list[Any], group: list[Run], sink: BatchSink, now: datetime,
+           steps: Counter[str]) -> list[Run]:
     latest = {r.run_id: r for r in group}
     for outcome in outcomes:
         apply_outcome(sink, outcome, now)
+        steps[outcome.run.journey] += 1
         latest[outcome.run.run_id] = outcome.run
     return list(latest.values())
 
@@ -157,6 +183,11 @@ def _apply(outcomes: list[Any], group: list[Run], sink: BatchSink, now: datetime
 def fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[int], now: datetime,
                 claim: Claim | None = None) -> Done:
     """Fire these timers. A timer whose run moved on (newer generation, finished) is a no-op."""
+    return _counted(_fire_timers(engine, registry, timer_ids, now, claim))
+
+
+def _fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[int], now: datetime,
+                 claim: Claim | None) -> Done:
     ids = sorted(set(timer_ids))
     if not ids:
         return Done()
@@ -167,7 +198,7 @@ def fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[i
         views = lock_profiles(conn, users)
         # Read again under the users' locks: another worker may have fired some meanwhile.
         due = conn.execute(
-            select(timers.c.id, timers.c.run_id, timers.c.generation)
+            select(timers.c.id, timers.c.run_id, timers.c.generation, timers.c.fire_at)
             .where(among(conn, timers.c.id, ids), timers.c.status.in_(("pending", "claimed")))
             .order_by(timers.c.fire_at, timers.c.id)
         ).all()
@@ -176,6 +207,7 @@ def fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[i
         runs = load_runs(conn, (t.run_id for t in due))
         sink = BatchSink(now, {}, set(runs))
         applied = skipped = 0
+        steps: Counter[str] = Counter()
         failed: list[tuple[int, str]] = []
         for t in due:
             run = sink.runs.get(t.run_id) or runs.get(t.run_id)
@@ -188,10 +220,13 @@ def fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[i
                 sink.profiles[run.user_id] = views[run.user_id]
                 outcome = advance(machine, run, TimerFired(t.run_id, t.generation), views[run.user_id], now)
             except Exception:  # noqa: BLE001 - parked with its error, never retried in a loop
-                log.exception("timer %s of run %s: parked", t.id, t.run_id)
+                log.exception("timer %s of run %s: parked", t.id, t.run_id,
+                              extra={"timer_id": t.id, "run_id": t.run_id, "journey": run.journey,
+                                     "generation": t.generation})
                 failed.append((t.id, traceback.format_exc(limit=5)))
                 continue
             apply_outcome(sink, outcome, now)
+            steps[run.journey] += 1
             applied += 1
         bad = {i for i, _ in failed}
         conn.execute(
@@ -203,5 +238,7 @@ def fire_timers(engine: Engine, registry: JourneyRegistry, timer_ids: Iterable[i
             conn.execute(update(timers).where(timers.c.id == timer_id).values(status="failed", error=error))
         messages = sink.flush(conn)
         claimed = claim(conn, messages, views) if claim is not None and messages else None
+        # Every timer marked done above (fired, or a no-op for a run that moved on) was this late.
+        lateness = [(now - t.fire_at).total_seconds() for t in due if t.id not in bad]
         return Done(applied=applied, skipped=skipped, failed=len(failed), messages=tuple(messages),
-                    claimed=claimed)
+                    claimed=claimed, steps=steps, lateness=lateness)

@@ -49,4 +49,4 @@ def journey_stats(machine: Machine, history: History, *, confidence: float = 0.9
     )
 
 
-__all__ = ["History", "JourneyStats", "journey_stats", "Funnel", "Experiment", "Day"]
+__all__ = ["Day", "Experiment", "Funnel", "History", "JourneyStats", "journey_stats"]

@@ -34,9 +34,9 @@ def by_day(history: History) -> list[Day]:
     conversions: Counter[tuple[date, str]] = Counter()
     for r in history.runs:
         entries[(r.entered_at.date(), "holdout" if r.holdout else "treated")] += 1
-    for c in history.conversions:
-        if c.run_id in holdout:
-            conversions[(c.at.date(), "holdout" if holdout[c.run_id] else "treated")] += 1
+    for conv in history.conversions:
+        if conv.run_id in holdout:
+            conversions[(conv.at.date(), "holdout" if holdout[conv.run_id] else "treated")] += 1
     days = {d for d, _ in entries} | {d for d, _ in conversions}
     if not days:
         return []

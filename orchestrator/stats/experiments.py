@@ -174,7 +174,10 @@ def build_experiments(machine: Machine, history: History, *, confidence: float =
         k = sum(converted[u] for u in users)
         return Group(name, len(users), k, wilson(k, len(users), confidence))
 
-    opts = {"confidence": confidence, "min_users": min_users, "min_conversions": min_conversions}
+    def vs(a: Group, base: Group) -> Versus:
+        return versus(a, base, confidence=confidence, min_users=min_users,
+                      min_conversions=min_conversions)
+
     holdout_users = sorted(u for u, h in held.items() if h)
     treated_users = sorted(u for u, h in held.items() if not h)
     holdout = group(HOLDOUT, holdout_users)
@@ -182,23 +185,23 @@ def build_experiments(machine: Machine, history: History, *, confidence: float =
     if machine.holdout > 0 or holdout_users:
         treated = group(TREATED, treated_users)
         out.append(Experiment("holdout", None, [treated, holdout],
-                              [versus(treated, holdout, **opts)]))
+                              [vs(treated, holdout)]))
     for step, state in machine.states.items():
         if not isinstance(state, SplitState):
             continue
         members: dict[str, list[str]] = {name: [] for name, _, _ in state.variants}
         by_hash = 0
         for u in treated_users:
-            variant = taken.get(u, {}).get(step)
-            if variant is None:
-                variant = pick_variant(machine.journey, u, step, state)[0]
+            chosen = taken.get(u, {}).get(step)
+            if chosen is None:
+                chosen = pick_variant(machine.journey, u, step, state)[0]
                 by_hash += 1
-            members.setdefault(variant, []).append(u)
+            members.setdefault(chosen, []).append(u)
         groups = [group(name, users) for name, users in members.items()]
         comparisons: list[Versus] = []
         if holdout_users:
-            comparisons += [versus(g, holdout, **opts) for g in groups]
-        comparisons += [versus(b, a, **opts) for a, b in combinations(groups, 2)]
+            comparisons += [vs(g, holdout) for g in groups]
+        comparisons += [vs(b, a) for a, b in combinations(groups, 2)]
         if holdout_users:
             groups.append(holdout)
         out.append(Experiment("split", step, groups, comparisons, by_hash))

@@ -159,16 +159,16 @@ def build_funnel(machine: Machine, history: History) -> Funnel:
     f.steps = list(rows.values())
 
     for reach in history.reaches:
-        row = rows.get(reach.step)
-        if row is not None and row.reached is not None and row.kind in ("send", "wait", "wait_for"):
-            row.reached += 1
+        hit = rows.get(reach.step)
+        if hit is not None and hit.reached is not None and hit.kind in ("send", "wait", "wait_for"):
+            hit.reached += 1
     for r in runs.values():
         for step, variant in r.variants:
-            row = rows.get(step)
-            if row is not None and row.kind == "split":
-                assert row.reached is not None
-                row.reached += 1
-                row.variants[variant] += 1
+            split = rows.get(step)
+            if split is not None and split.kind == "split":
+                assert split.reached is not None
+                split.reached += 1
+                split.variants[variant] += 1
         if r.finished and r.exit_step in rows:
             state = machine.states[r.exit_step]
             if isinstance(state, ExitState) and r.exit_reason == state.reason:
@@ -185,9 +185,9 @@ def build_funnel(machine: Machine, history: History) -> Funnel:
         return f.channels[name]
 
     for m in history.messages:
-        row = rows.get(m.step)
-        if row is None or m.run_id not in runs:
+        if m.step not in rows or m.run_id not in runs:
             continue
+        row = rows[m.step]
         if m.action == "send" and m.channel:
             row.sent[m.channel] += 1
             channel(m.channel).sent += 1

@@ -230,6 +230,15 @@ deliveries = Table(
     Column("sent_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_deliveries_user_created", "user_id", "created_at"),
+    # Rows in flight, waiting to retry or of unknown outcome: the metrics count them at every
+    # scrape. Partial, so rows leave it once sent and it stays small.
+    Index(
+        "ix_deliveries_open",
+        "status",
+        "channel",
+        postgresql_where=text("status IN ('sending', 'retry', 'unknown')"),
+        sqlite_where=text("status IN ('sending', 'retry', 'unknown')"),
+    ),
 )
 
 conversions = Table(

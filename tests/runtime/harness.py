@@ -33,12 +33,14 @@ LEASE = 5.0
 class Harness:
     def __init__(self, db_url: str, project: Path, clock: Any, sink: Path, *,
                  router: ChannelRouter | None = None, lease: float = LEASE, max_attempts: int = 5,
-                 api_keys: Sequence[str] = ()) -> None:
+                 api_keys: Sequence[str] = (), **settings: Any) -> None:
+        """``settings``: more :class:`Settings` fields (``metrics_token=...``, say)."""
         self.clock = clock
         self.sink = sink
         self.project = project
         self.settings = Settings(database_url=db_url, project=str(project), channels=dict(FILE_CHANNELS),
-                                 lease=lease, max_attempts=max_attempts, api_keys=frozenset(api_keys))
+                                 lease=lease, max_attempts=max_attempts, api_keys=frozenset(api_keys),
+                                 **settings)
         self.runtime = Runtime.create(self.settings, clock=clock, router=router)
         self.deployed = self.runtime.deploy()
         self.dispatcher = InlineDispatcher(self.runtime)
