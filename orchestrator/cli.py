@@ -152,7 +152,7 @@ def dry_run(
         with open(out, "w", encoding="utf-8") as fh:
             from .report import print_table
 
-            print_table(result, Console(file=fh, width=140, no_color=True))
+            print_table(result, Console(file=fh, width=140, no_color=True, markup=False))
         return
     from .report import print_table
 
@@ -161,7 +161,8 @@ def dry_run(
 
 def _console() -> Console:
     term = sys.stdout.isatty()
-    return Console(width=None if term else 140, no_color=not term, highlight=False)
+    # No markup: journey, step and variant names and message bodies are printed as written.
+    return Console(width=None if term else 140, no_color=not term, highlight=False, markup=False)
 
 
 def _progress(total: int) -> Any:

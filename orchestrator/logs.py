@@ -18,6 +18,7 @@ import traceback
 from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, TextIO
+from urllib.parse import unquote
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
@@ -48,8 +49,17 @@ def _email(m: re.Match[str]) -> str:
     return m.group(0) if m.group(0) in _KEEP else "[email]"
 
 
+# Signed tokens in URLs carry the user id (which may be an address): never logged.
+TOKEN_PATH = re.compile(r"(/v1/unsubscribe/)[^/\s?\"']+")
+
+
 def redact(text: str) -> str:
-    """``text`` with email addresses and phone numbers replaced."""
+    """``text`` with email addresses, phone numbers and unsubscribe tokens replaced. Percent-
+    encoded text is decoded first: an access log quotes ``a@b.com`` in a path as ``a%40b.com``
+    and ``+1555...`` as ``%2B1555...``."""
+    if "%" in text:
+        text = unquote(text)
+    text = TOKEN_PATH.sub(r"\1[token]", text)
     return PHONE.sub("[phone]", EMAIL.sub(_email, text))
 
 

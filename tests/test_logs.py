@@ -134,6 +134,11 @@ def test_a_rejected_address_is_logged_without_it(make_sqlite_harness: Callable[.
     ("national 07700900123 or 4155550123", "national [phone] or [phone]"),
     ("tel:+33612345678", "tel:[phone]"),
     (f"GET /v1/profiles/{EMAIL}?email={EMAIL}&x=1", "GET /v1/profiles/[email]?email=[email]&x=1"),
+    # what uvicorn's access log really writes: the path percent-encoded
+    ('"PUT /v1/profiles/ana%40example.com HTTP/1.1" 200', '"PUT /v1/profiles/[email] HTTP/1.1" 200'),
+    ('"GET /v1/profiles/%2B14155550123 HTTP/1.1"', '"GET /v1/profiles/[phone] HTTP/1.1"'),
+    # unsubscribe tokens carry the user id
+    ('"GET /v1/unsubscribe/WyJhbmFAZXguY29tIiwiZW1haWwiXQ.c2ln HTTP/1.1"', '"GET /v1/unsubscribe/[token] HTTP/1.1"'),
 ])
 def test_redact_replaces_addresses_and_numbers(text: str, expected: str) -> None:
     assert redact(text) == expected

@@ -307,10 +307,11 @@ def test_two_proportion_z_test_matches_scipy_chi_squared(a: tuple[int, int], b: 
     assert c.p_value == pytest.approx(p, rel=1e-9)
     assert c.z is not None and c.z**2 == pytest.approx(chi2, rel=1e-9)
     pa, pb = ka / na, kb / nb
-    se = math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
-    z = sps.norm.ppf(0.975)
-    assert c.difference_ci[0] == pytest.approx(pa - pb - z * se)
-    assert c.difference_ci[1] == pytest.approx(pa - pb + z * se)
+    # Newcombe's hybrid score interval, built here from SciPy's Wilson intervals
+    wa = sps.binomtest(ka, na).proportion_ci(method="wilson")
+    wb = sps.binomtest(kb, nb).proportion_ci(method="wilson")
+    assert c.difference_ci[0] == pytest.approx(pa - pb - math.hypot(pa - wa.low, wb.high - pb))
+    assert c.difference_ci[1] == pytest.approx(pa - pb + math.hypot(wa.high - pa, pb - wb.low))
     assert c.lift == pytest.approx((pa - pb) / pb)
 
 
@@ -342,3 +343,30 @@ def test_journey_stats_bundles_everything_as_plain_data() -> None:
     assert days[0]["entries"]["holdout"] == 200 and days[1]["conversions"]["treated"] > 0
     import json
     json.dumps(d)  # serialisable as is
+
+
+def test_difference_interval_agrees_with_the_test_on_a_lopsided_comparison() -> None:
+    """20/1000 against 0/100: not significant (p = 0.15), so the interval must include 0 (a Wald
+    interval, [+1.1, +2.9] points, would claim otherwise)."""
+    c = compare(20, 1000, 0, 100)
+    assert c.p_value is not None and c.p_value > 0.05
+    assert c.difference_ci[0] < 0 < c.difference_ci[1]
+
+
+def test_tiny_p_values_are_shown_as_a_bound_not_zero() -> None:
+    v = versus(Group("a", 2000, 1900, (0, 1)), Group("b", 2000, 10, (0, 1)), confidence=0.95,
+               min_users=100, min_conversions=10)
+    assert "p < 1e-16" in v.verdict and "p = 0," not in v.verdict
+
+
+def test_exit_steps_marked_converted_do_not_count_in_experiments() -> None:
+    """Only treated runs can reach an exit step: counting its 'converted' would make any
+    journey beat its holdout. The funnel still shows it as converted."""
+    runs = [run(f"t{i}", converted=True, reason="bought_in_app", step="end_step") for i in range(180)]
+    runs += [run(f"h{i}", holdout=True, reason="holdout_window_ended") for i in range(120)]
+    h = History(CART, runs=runs)
+    e = build_experiments(machine(CART), h)[0]
+    treated = e.groups[0]
+    assert treated.conversions == 0
+    assert not e.comparisons[0].significant
+    assert build_funnel(machine(CART), h).converted == 180

@@ -1,7 +1,9 @@
 """A journey's experiments: the holdout, and each split. Core: pure.
 
 The unit is the user (not the run): a user is in the holdout group if their runs were held
-out, and converted if any of their runs converted. Groups:
+out, and converted if a goal event ended one of their runs inside the conversion window (an
+``exit`` step marked ``converted: true`` counts in the funnel but not here: held-out runs never
+reach exit steps, so it would favour the treated group). Groups:
 
 * **holdout experiment**: everyone treated against everyone held out;
 * **split experiment**: every treated user in the variant the split assigns them — whether or
@@ -146,7 +148,7 @@ def versus(a: Group, base: Group, *, confidence: float, min_users: int,
         return Versus(a.name, base.name, True, f"no difference: '{a.name}' and '{base.name}' "
                       "convert at the same rate (all or none converted)", False, c, p_beat)
     significant = c.p_value < 1 - confidence
-    p = f"p = {c.p_value:.3g}"
+    p = f"p = {c.p_value:.3g}" if c.p_value >= 1e-16 else "p < 1e-16"
     if significant:
         better = "better" if c.difference > 0 else "worse"
         verdict = (f"'{a.name}' converts {better} than '{base.name}': {points}{lift}, {p}, "
@@ -166,7 +168,10 @@ def build_experiments(machine: Machine, history: History, *, confidence: float =
     taken: dict[str, dict[str, str]] = {}  # user -> split step -> variant actually taken
     for r in sorted(history.runs, key=lambda r: r.entered_at):
         held.setdefault(r.user_id, r.holdout)
-        converted[r.user_id] = converted.get(r.user_id, False) or r.converted
+        # Goals only: an ``exit`` step marked ``converted`` is reached by treated runs alone,
+        # so counting it would hand the treated group conversions the holdout cannot have.
+        goal = r.converted and (r.exit_reason or "").startswith("goal:")
+        converted[r.user_id] = converted.get(r.user_id, False) or goal
         for step, variant in r.variants:
             taken.setdefault(r.user_id, {}).setdefault(step, variant)
 

@@ -3,8 +3,10 @@ counts (the standard library's ``NormalDist``; SciPy checks these figures in the
 
 * :func:`wilson` — the Wilson score interval for one rate: unlike the textbook ``p ± z·se`` it
   stays inside [0, 1] and behaves for small counts and rates near 0.
-* :func:`compare` — two groups: the difference in rates with its (unpooled, Wald) interval, the
-  relative lift, and the two-sided two-proportion z-test (pooled standard error), which is the
+* :func:`compare` — two groups: the difference in rates with Newcombe's hybrid score interval
+  (built from the two Wilson intervals: unlike the Wald interval it does not collapse at 0% or
+  100%, and it agrees with the test far better on small or lopsided groups), the relative
+  lift, and the two-sided two-proportion z-test (pooled standard error), which is the
   chi-squared test of the 2×2 table without continuity correction.
 """
 
@@ -52,9 +54,10 @@ def compare(
         raise ValueError("both groups need at least one user")
     pa, pb = conv_a / n_a, conv_base / n_base
     diff = pa - pb
-    se_unpooled = math.sqrt(pa * (1 - pa) / n_a + pb * (1 - pb) / n_base)
-    zc = z_for(confidence)
-    ci = (diff - zc * se_unpooled, diff + zc * se_unpooled)
+    la, ua = wilson(conv_a, n_a, confidence)
+    lb, ub = wilson(conv_base, n_base, confidence)
+    ci = (diff - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2),
+          diff + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2))
     pooled = (conv_a + conv_base) / (n_a + n_base)
     se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_base))
     if se_pooled == 0:

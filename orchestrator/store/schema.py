@@ -147,6 +147,7 @@ runs = Table(
     Column("exclusive", Boolean, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_runs_user_status", "user_id", "status"),
+    Index("ix_runs_journey_entered_at", "journey", "entered_at"),  # journey stats: the cohort
     Index(
         "uq_runs_one_unfinished",
         "journey",
@@ -230,6 +231,7 @@ deliveries = Table(
     Column("sent_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_deliveries_user_created", "user_id", "created_at"),
+    Index("ix_deliveries_run_id", "run_id"),  # journey stats: a cohort's deliveries
     # Rows in flight, waiting to retry or of unknown outcome: the metrics count them at every
     # scrape. Partial, so rows leave it once sent and it stays small.
     Index(
