@@ -33,9 +33,10 @@ class Touch:
 
 def attribute(history: History, window_seconds: float) -> dict[str, Touch | None]:
     """The credited message for each conversion of ``history`` (keyed by run id)."""
+    converting = {c.user_id for c in history.conversions}
     by_user: dict[str, list[DeliveryFact]] = defaultdict(list)
     for d in history.deliveries:
-        if d.counts_for_attribution:
+        if d.user_id in converting and d.counts_for_attribution:
             by_user[d.user_id].append(d)
     for ds in by_user.values():
         # Same instant: a stable, documented tie-break (journey, then step, then channel).
