@@ -195,7 +195,6 @@ class Simulator:
         # Facts for the funnel (orchestrator.stats), collected whether or not the timeline is
         # kept: the summary is computed from them with the code ``journey stats`` uses.
         self.messages: list[MessageFact] = []
-        self.deliveries: list[DeliveryFact] = []
         self.reaches: list[ReachFact] = []
         self.conversions: list[ConversionFact] = []
         self.restarts: Counter[str] = Counter()
@@ -293,7 +292,17 @@ class Simulator:
                     self.restarts[r.run_id])
             for r in self.runs.values()
         ]
-        return History(self.machine.journey, runs, list(self.messages), list(self.deliveries),
+        # Deliveries only matter for attribution, so only those of users who converted are
+        # made (from the messages sent; a dry-run's provider accepts everything).
+        converting = {c.user_id for c in self.conversions}
+        journey = self.machine.journey
+        deliveries = [
+            DeliveryFact(m.run_id, user, journey, m.step, m.channel, m.at, "sent")
+            for m in self.messages
+            if m.action == "send" and m.channel is not None
+            and (user := self.runs[m.run_id].user_id) in converting
+        ]
+        return History(self.machine.journey, runs, list(self.messages), deliveries,
                        list(self.reaches), list(self.conversions), since, until, simulated=True)
 
     def _on_event(self, ev: Event) -> None:
@@ -423,8 +432,6 @@ class Simulator:
         history.append(Sent(p.channel, self._now))
         self.messages.append(MessageFact(run.run_id, send.step, self._now, "send", p.channel,
                                          send.variant))
-        self.deliveries.append(DeliveryFact(run.run_id, run.user_id, run.journey, send.step,
-                                            p.channel, self._now, "sent"))
         if not self.keep_timeline:
             return
         body = p.message.body if self.keep_bodies else None
