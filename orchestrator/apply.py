@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping, Protocol
 
-from .effects import CancelTimer, Entered, Exited, Send, StartTimer, UpdateProfile
+from .effects import Assigned, CancelTimer, Entered, Exited, Send, StartTimer, UpdateProfile
 from .engine import Outcome, Run
 
 
@@ -22,6 +22,7 @@ class EffectSink(Protocol):
     def update_profile(self, user_id: str, changes: Mapping[str, Any]) -> None: ...
     def record_entry(self, run: Run, entered: Entered, now: datetime) -> None: ...
     def record_exit(self, run: Run, exited: Exited, now: datetime) -> None: ...
+    def record_assignment(self, run: Run, assigned: Assigned, now: datetime) -> None: ...
 
 
 def apply_outcome(sink: EffectSink, outcome: Outcome, now: datetime) -> None:
@@ -42,3 +43,5 @@ def apply_outcome(sink: EffectSink, outcome: Outcome, now: datetime) -> None:
                 sink.cancel_timer(run, effect)
             case UpdateProfile():
                 sink.update_profile(effect.user_id, effect.changes)
+            case Assigned():
+                sink.record_assignment(run, effect, now)

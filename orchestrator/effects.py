@@ -2,8 +2,8 @@
 
 The engine never performs I/O; it returns these and a driver (the dry-run simulator or the
 production runtime) applies them: write the run, schedule or cancel a timer row, queue a
-message in the outbox, update the profile. ``Entered`` and ``Exited`` are facts a driver records
-for the timeline and for statistics.
+message in the outbox, update the profile. ``Entered``, ``Exited`` and ``Assigned`` are facts
+a driver records for the timeline and for statistics.
 """
 
 from __future__ import annotations
@@ -108,4 +108,15 @@ class Exited:
     converted: bool
 
 
-Effect = Union[Entered, Send, StartTimer, CancelTimer, UpdateProfile, Exited]
+@quick_init
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """A run took ``variant`` at split ``step``: a fact for statistics (a restart clears the
+    run's variants, so the funnel counts split passes from these)."""
+
+    run_id: str
+    step: str
+    variant: str
+
+
+Effect = Union[Entered, Send, StartTimer, CancelTimer, UpdateProfile, Exited, Assigned]

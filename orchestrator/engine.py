@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from .effects import (
+    Assigned,
     CancelTimer,
     Effect,
     Entered,
@@ -434,6 +435,7 @@ def _execute(
             case SplitState():
                 name, target = pick_variant(machine.journey, run.user_id, step, state)
                 variants = (*variants, (step, name))
+                effects.append(Assigned(run.run_id, step, name))
                 step = target
             case UpdateProfileState():
                 effects.append(UpdateProfile(run.user_id, dict(state.changes)))

@@ -24,7 +24,7 @@ from operator import itemgetter
 from typing import Any
 
 from .apply import apply_outcome
-from .effects import CancelTimer, Entered, Exited, Send, StartTimer
+from .effects import Assigned, CancelTimer, Entered, Exited, Send, StartTimer
 from .engine import PSEUDO_STEPS, Event, Run, TimerFired, advance, route_event, user_view
 from .machine import Machine
 from .outbox import prepare
@@ -390,6 +390,9 @@ class Simulator:
                 converted=exited.converted,
             )
         )
+
+    def record_assignment(self, run: Run, assigned: Assigned, now: datetime) -> None:
+        self.reaches.append(ReachFact(run.run_id, assigned.step, assigned.variant))
 
     def queue_message(self, run: Run, send: Send, now: datetime) -> None:
         self.reaches.append(ReachFact(run.run_id, send.step))

@@ -427,6 +427,11 @@ def test_new_cart_during_the_conversion_window_restarts_the_run() -> None:
     [out] = entries(r, uid, "exit")
     assert (out.step, out.at, out.reason) == (CONVERSION_STEP, again + WINDOW, "completed")
     assert r.summary.to_dict()["restarted"] == 1
+    # The funnel counts both passes through the split, though the restart cleared the run's
+    # variants: the offer was reached twice, as its message was.
+    rows = {row.step: row for row in r.funnel.steps}
+    assert rows["offer"].reached == 2 and dict(rows["offer"].variants) == {offer_variant(uid): 2}
+    assert rows[offer].reached == 2
 
 
 # -- cart_abandonment: an emptied cart ends the run -------------------------------------------

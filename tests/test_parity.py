@@ -271,6 +271,8 @@ def runtime_lines(h: Harness) -> dict[str, list[Line]]:
     out: dict[str, list[Line]] = defaultdict(list)
     for a in h.rows(activity, order_by="id"):
         j, step = a["journey"], a["step"]
+        if a["action"] == "split":
+            continue  # a statistics fact (the dry-run's timeline has no line for it)
         if a["action"] == "enter":
             line: Line = (a["at"], j, "enter", step, a["reason"])
         elif a["action"] == "exit":

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, update
 
-from ..effects import CancelTimer, Entered, Exited, Send, StartTimer
+from ..effects import Assigned, CancelTimer, Entered, Exited, Send, StartTimer
 from ..engine import Run
 from ..store.rows import PROFILE_COLUMNS, run_to_row
 from ..store.schema import activity, conversions, outbox, profiles, runs, timers
@@ -77,6 +77,13 @@ class BatchSink:
              "action": "enter", "step": entered.step, "channel": None, "variant": None,
              "reason": "holdout" if entered.holdout else ("restarted" if entered.restarted else None),
              "detail": None}
+        )
+
+    def record_assignment(self, run: Run, assigned: Assigned, now: datetime) -> None:
+        self.activity.append(
+            {"at": now, "journey": run.journey, "run_id": run.run_id, "user_id": run.user_id,
+             "action": "split", "step": assigned.step, "channel": None,
+             "variant": assigned.variant, "reason": None, "detail": None}
         )
 
     def record_exit(self, run: Run, exited: Exited, now: datetime) -> None:

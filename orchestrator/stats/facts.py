@@ -10,7 +10,8 @@ Vocabulary:
   ``skip`` (not sent, with the reason) or ``defer`` (held by quiet hours, decided again later);
 * a *delivery* is a message a provider accepted, with what the provider told us later
   (delivered, bounced, opened, clicked);
-* a *reach* is a run arriving at a step that does something observable (a send or a wait);
+* a *reach* is a run arriving at a step that does something observable (a send, a wait, or a
+  split, with the variant taken);
 * a *conversion* is a goal event inside the journey's conversion window.
 """
 
@@ -78,6 +79,7 @@ class DeliveryFact:
 class ReachFact:
     run_id: str
     step: str
+    variant: str | None = None  # at a split: the variant taken
 
 
 @quick_init

@@ -88,17 +88,20 @@ def load_history(
 
         restarts: Counter[str] = Counter()
         messages: list[MessageFact] = []
+        splits: list[ReachFact] = []
         for run_id, step, at, action, channel, variant, reason in conn.execute(
             select(activity.c.run_id, activity.c.step, _raw(activity.c.at), activity.c.action,
                    activity.c.channel, activity.c.variant, activity.c.reason)
             .join(runs, runs.c.run_id == activity.c.run_id)
             .where(*cohort, activity.c.journey == journey,
-                   or_(activity.c.action.in_(MESSAGE_ACTIONS),
+                   or_(activity.c.action.in_((*MESSAGE_ACTIONS, "split")),
                        and_(activity.c.action == "enter", activity.c.reason == "restarted")))
             .order_by(activity.c.id)
         ).all():
             if action == "enter":
                 restarts[run_id] += 1
+            elif action == "split":
+                splits.append(ReachFact(run_id, step, variant))
             else:
                 messages.append(MessageFact(run_id, step, utc(at), action, channel, variant, reason))
 
@@ -121,6 +124,7 @@ def load_history(
             .join(runs, runs.c.run_id == outbox.c.run_id)
             .where(*cohort, outbox.c.journey == journey)
         ).all()]
+        reaches += splits
         reaches += [ReachFact(run_id, step) for run_id, step in conn.execute(
             select(timers.c.run_id, timers.c.step)
             .join(runs, runs.c.run_id == timers.c.run_id)

@@ -160,14 +160,21 @@ def build_funnel(machine: Machine, history: History) -> Funnel:
 
     # Counted by key first: one pass in C over hundreds of thousands of facts, then a loop over
     # the few distinct keys.
-    for step, n in Counter(reach.step for reach in history.reaches).items():
+    for (step, variant), n in Counter((r.step, r.variant) for r in history.reaches).items():
         hit = rows.get(step)
-        if hit is not None and hit.reached is not None and hit.kind in ("send", "wait", "wait_for"):
+        if hit is None or hit.reached is None:
+            continue
+        if hit.kind in ("send", "wait", "wait_for"):
             hit.reached += n
+        elif hit.kind == "split" and variant is not None:
+            hit.reached += n
+            hit.variants[variant] += n
+    assigned = {r.step for r in history.reaches if r.variant is not None}
     for r in runs.values():
         for step, variant in r.variants:
             split = rows.get(step)
-            if split is not None and split.kind == "split":
+            if split is not None and split.kind == "split" and step not in assigned:
+                # History written before splits were recorded: the runs' latest variants.
                 assert split.reached is not None
                 split.reached += 1
                 split.variants[variant] += 1
