@@ -29,6 +29,10 @@ class BatchSink:
         self.activity: list[dict[str, Any]] = []
         self.conversions: list[dict[str, Any]] = []
         self.profiles: dict[str, dict[str, Any]] = {}  # live views, updated by UpdateProfile
+        # When the event being applied happened (None for timers): a goal's conversion is
+        # recorded at that time, not when a worker got to it, so a message sent meanwhile
+        # cannot take its credit (the dry-run applies events at their own time too).
+        self.event_at: datetime | None = None
 
     def absorb(self, other: "BatchSink") -> None:
         """Take over another sink's writes (one user's work, kept apart until it succeeded)."""
@@ -95,7 +99,8 @@ class BatchSink:
         if exited.converted:
             self.conversions.append(
                 {"run_id": run.run_id, "journey": run.journey, "version": run.version,
-                 "user_id": run.user_id, "goal": exited.reason.removeprefix("goal:"), "at": now,
+                 "user_id": run.user_id, "goal": exited.reason.removeprefix("goal:"),
+                 "at": min(self.event_at, now) if self.event_at is not None else now,
                  "holdout": run.holdout, "variants": [list(v) for v in run.variants]}
             )
 

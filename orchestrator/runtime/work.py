@@ -139,6 +139,7 @@ def _route(
     steps: Counter[str],
 ) -> list[Run]:
     """One event against every journey for one user; returns the user's unfinished runs."""
+    sink.event_at = ev.at
     by_journey: dict[str, list[Run]] = {}
     for run in active:
         by_journey.setdefault(run.journey, []).append(run)

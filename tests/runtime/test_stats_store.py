@@ -591,3 +591,36 @@ def test_production_counts_what_the_dry_run_counts(tmp_path: Path) -> None:
             sorted((m.step, m.action, m.channel, m.reason, m.at) for m in sim.facts().messages), name
     cart = journey_stats(sims[parity.CART_JOURNEY].machine, load_history(h.engine, parity.CART_JOURNEY))
     assert cart.funnel.converted == 2 and cart.funnel.restarts == 2  # the scenario's buyers, restarts
+
+
+def test_a_late_goal_event_is_credited_by_when_it_happened(
+    make_harness: Callable[..., Harness], fast_project: Path
+) -> None:
+    """The order happened at +1s but reached the worker at +5s, after the nudge went out at
+    +2s: the nudge cannot have caused it, so it gets no credit (the conversion is recorded at
+    the event's own time, as the dry-run does)."""
+    from orchestrator.stats.attribution import attribute
+    from orchestrator.store.schema import conversions
+
+    h = make_harness(only_journeys(fast_project, promo=PROMO))
+    t0 = h.now
+    late, prompt = user("promo", "late", held=False), user("promo", "prompt", held=False)
+    for uid in (late, prompt):
+        h.profile(uid, email=f"{uid}@example.com")
+        h.track(uid, "cart_updated", CART)
+    h.tick(seconds=2)  # +2s: both nudges go out
+    h.clock.now = t0 + timedelta(seconds=5)
+    props = {"order_id": "o-1", "total": 89.0, "currency": "USD"}
+    stored = store_events(h.engine, [
+        IncomingEvent(late, "order_completed", t0 + timedelta(seconds=1), props, "late-order"),
+        IncomingEvent(prompt, "order_completed", h.now, {**props, "order_id": "o-2"}, "prompt-order"),
+    ], h.now)
+    h.dispatcher.process_users(stored.user_ids)
+    by_user = {r["user_id"]: r["at"] for r in h.rows(conversions)}
+    assert by_user == {late: t0 + timedelta(seconds=1), prompt: t0 + timedelta(seconds=5)}
+    history = load_history(h.engine, "promo")
+    credited = attribute(history, 20)
+    runs = {r.user_id: r.run_id for r in history.runs}
+    assert credited[runs[late]] is None
+    touch = credited[runs[prompt]]
+    assert touch is not None and touch.step == "nudge"
