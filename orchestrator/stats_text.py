@@ -135,7 +135,7 @@ def exits_table(funnel: Funnel) -> Table:
 def credit_table(funnel: Funnel) -> Table:
     table = _table("Conversions credited (last touch)", ("credited to", "left"), ("conversions", "right"))
     table.add_row("this journey's messages", _n(funnel.credited_to_messages))
-    table.add_row("no message (held out, or bought before any message)", _n(funnel.credited_to_no_message))
+    table.add_row("no message (held out, bought before any message, or none delivered in the window)", _n(funnel.credited_to_no_message))
     for journey, n in sorted(funnel.credited_elsewhere.items()):
         table.add_row(f"another journey: {journey}", _n(n))
     if not funnel.credited_elsewhere:
