@@ -17,6 +17,7 @@ demo: $(BIN)/journey
 
 ## Set up and run the whole test suite.
 test: $(BIN)/journey
+	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 ## Compile every journey and report every mistake.

@@ -96,9 +96,10 @@ def load_stats(
     from sqlalchemy.exc import SQLAlchemyError
 
     from .cli_runtime import _settings, _where
+    from .gcpause import gc_paused
     from .stats import journey_stats
     from .stats.experiments import MIN_CONVERSIONS, MIN_USERS
-    from .stats.from_store import gc_paused, load_history
+    from .stats.from_store import load_history
 
     now = now or datetime.now(timezone.utc)
     since_at = _moment("--since", since, now)

@@ -12,12 +12,9 @@ wall clock, on hash seeds or on dict ordering beyond insertion.
 
 from __future__ import annotations
 
-import gc
 import heapq
-import threading
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -26,6 +23,7 @@ from typing import Any
 from .apply import apply_outcome
 from .effects import Assigned, CancelTimer, Entered, Exited, Send, StartTimer
 from .engine import PSEUDO_STEPS, Event, Run, TimerFired, advance, route_event, user_view
+from .gcpause import gc_paused
 from .machine import Machine
 from .outbox import prepare
 from .policies import Sent
@@ -236,7 +234,7 @@ class Simulator:
         return at, kind, item
 
     def run(self, events: Iterable[Event], start: datetime, until: datetime) -> Result:
-        with _gc_paused():
+        with gc_paused():
             return self._run(events, start, until)
 
     def _run(self, events: Iterable[Event], start: datetime, until: datetime) -> Result:
@@ -458,48 +456,6 @@ class Simulator:
     def _log(self, entry: Entry) -> None:
         if self.keep_timeline:
             self.timeline.append(entry)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a dry-run builds its large, long-lived timeline.
-
-    A run allocates millions of objects that live to its end (timeline entries, runs, message
-    contexts), and CPython's collector would scan each of them at least twice for nothing:
-    the engine, the simulator and the templates make next to no reference cycles (plain
-    dicts, tuples and frozen dataclasses: a 20,000-user run of cart_abandonment leaves a few
-    dozen objects to collect), and reference counting frees everything else at once.
-
-    So the collector is off during the run. Afterwards every tracked object, the run's
-    millions included, is moved to the oldest generation (a ``gc.freeze()`` and
-    ``gc.unfreeze()`` pair) rather than left in the youngest one for the next collection to
-    scan all at once, and the collector is switched back on if it was on: a cycle made
-    meanwhile waits for a later full collection. Only the outermost of overlapping runs
-    (nested, or in threads) does this. If the caller has frozen objects itself, the
-    generations are left alone (the unfreeze would release the caller's objects too).
-    """
-    global _gc_pause_depth
-    with _gc_pause_lock:
-        outermost = _gc_pause_depth == 0
-        _gc_pause_depth += 1
-        if outermost:
-            was_enabled = gc.isenabled()
-            gc.disable()
-    try:
-        yield
-    finally:
-        with _gc_pause_lock:
-            _gc_pause_depth -= 1
-            if outermost:
-                if gc.get_freeze_count() == 0:
-                    gc.freeze()
-                    gc.unfreeze()
-                if was_enabled:
-                    gc.enable()
-
-
-_gc_pause_lock = threading.Lock()
-_gc_pause_depth = 0
 
 
 def default_events(

@@ -24,11 +24,8 @@ building the facts in Python.
 
 from __future__ import annotations
 
-import gc
 import json
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +33,7 @@ from sqlalchemy import Connection, Engine, Text, and_, cast, func, or_, select, 
 from sqlalchemy.types import NullType
 
 from ..engine import PSEUDO_STEPS
+from ..gcpause import gc_paused
 from ..store.schema import (
     activity,
     conversions,
@@ -146,19 +144,6 @@ def load_history(
 
     return History(journey, run_facts, messages, delivery_facts, reaches, conversion_facts,
                    since, until, simulated=False)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while the facts are built: hundreds of thousands of small
-    objects that all live on (and hold no cycles) would otherwise be scanned again and again."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _raw(column: Any) -> Any:

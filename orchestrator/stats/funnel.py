@@ -19,7 +19,7 @@ Counting rules:
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,12 +242,3 @@ def build_funnel(machine: Machine, history: History) -> Funnel:
                 rows[touch.step].credited[touch.channel] += 1
             channel(touch.channel).credited += 1
     return f
-
-
-def credited_by_step(funnel: Funnel) -> dict[str, dict[str, int]]:
-    """{step: {channel: conversions credited}} for the send steps that got any."""
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in funnel.steps:
-        for ch, n in row.credited.items():
-            out[row.step][ch] = n
-    return dict(out)
